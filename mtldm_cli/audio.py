@@ -1,0 +1,163 @@
+"""Audio I/O (soundfile), resampling and the log-mel front end (torchaudio)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Union
+
+import numpy as np
+import soundfile as sf
+
+from .config import AudioConfig
+from .errors import AudioError, OutputError
+
+AudioLike = Union[str, os.PathLike, np.ndarray, "torch.Tensor"]  # noqa: F821
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read any soundfile-readable file as float32 mono ``[N]`` at its own rate."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file", "check the path")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, expected an audio file", "give a WAV or FLAC file")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"{path}: cannot be read (permission denied)", "check the file's permissions")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(
+            f"{path}: not a readable audio file ({reason})", "convert it to WAV or FLAC"
+        ) from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: contains no audio samples", "give a non-empty file")
+    return check_finite(data.mean(axis=1), str(path)), int(sr)
+
+
+def check_finite(wav: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(wav).all():
+        raise AudioError(f"{name}: contains NaN or infinite samples", "re-export the audio")
+    return wav
+
+
+def is_silent(wav: np.ndarray | "torch.Tensor", threshold: float = 1.5e-5) -> bool:  # noqa: F821
+    """MSDM's activity test: mean absolute amplitude below ``threshold``."""
+    return float(abs(wav).mean()) < threshold
+
+
+def to_mono_tensor(audio: AudioLike, sample_rate: int | None, target_rate: int, name: str):
+    """Path, numpy array or tensor (``[N]`` or ``[C, N]``) -> float32 mono tensor at ``target_rate``."""
+    import torch
+
+    if isinstance(audio, (str, os.PathLike)):
+        wav, sample_rate = read_audio(audio)
+        name = str(audio)
+        wav = torch.from_numpy(wav)
+    else:
+        wav = torch.as_tensor(np.asarray(audio) if not isinstance(audio, torch.Tensor) else audio)
+        wav = wav.detach().to("cpu", torch.float32)
+        if wav.ndim == 2:
+            wav = wav.mean(0)
+        if wav.ndim != 1:
+            raise AudioError(f"{name}: expected a [samples] or [channels, samples] array, got {tuple(wav.shape)}")
+        if wav.numel() == 0:
+            raise AudioError(f"{name}: contains no audio samples", "give a non-empty signal")
+        if not torch.isfinite(wav).all():
+            raise AudioError(f"{name}: contains NaN or infinite samples", "clean the signal")
+        if sample_rate is None:
+            sample_rate = target_rate
+    return resample(wav, sample_rate, target_rate)
+
+
+def resample(wav, orig: int, new: int):
+    import torchaudio.functional as AF
+
+    return wav if orig == new else AF.resample(wav, orig, new)
+
+
+class MelFrontEnd:
+    """Log-mel as MusicLDM/AudioLDM compute it: reflect pad, magnitude STFT, slaney mel, log clamp."""
+
+    def __init__(self, cfg: AudioConfig):
+        import torchaudio
+
+        self.cfg = cfg
+        self.pad = (cfg.n_fft - cfg.hop_length) // 2
+        self._mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, win_length=cfg.win_length,
+            hop_length=cfg.hop_length, f_min=cfg.f_min, f_max=cfg.f_max, n_mels=cfg.n_mels,
+            power=1.0, center=False, norm="slaney", mel_scale="slaney",
+        )
+
+    def __call__(self, wav, frames: int):
+        """``[..., N]`` waveform -> ``[..., frames, n_mels]`` log-mel, padded or cut to ``frames``."""
+        import torch
+        import torch.nn.functional as F
+
+        lead = wav.shape[:-1]
+        x = wav.reshape(-1, wav.shape[-1]).float()
+        need = (frames - 1) * self.cfg.hop_length + self.cfg.n_fft - 2 * self.pad
+        if x.shape[-1] < need:
+            x = F.pad(x, (0, need - x.shape[-1]))
+        x = F.pad(x.unsqueeze(1), (self.pad, self.pad), mode="reflect").squeeze(1)
+        mel = self._mel.to(x.device)(x)[..., :frames]
+        logmel = torch.log(torch.clamp(mel, min=self.cfg.log_clamp)).transpose(-1, -2)
+        return logmel.reshape(*lead, frames, self.cfg.n_mels)
+
+
+SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}
+
+
+def save_audio_files(
+    files: Mapping[Path, np.ndarray], sample_rate: int, *, subtype: str = "pcm16", force: bool = False
+) -> list[Path]:
+    """Write several WAVs all-or-nothing: each goes to a temp file, renamed only once all are written.
+
+    An interrupt or error leaves no partial output and no temp file behind.
+    """
+    check_writable(files.keys(), force=force)
+    sf_subtype = SUBTYPES[subtype]
+    temps: dict[Path, Path] = {}
+    try:
+        for path, wav in files.items():
+            data = np.asarray(wav, dtype=np.float32)
+            if sf_subtype != "FLOAT":
+                data = np.clip(data, -1.0, 1.0)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.wav", dir=path.parent)
+            os.close(fd)
+            temps[path] = Path(tmp)
+            sf.write(tmp, data, sample_rate, subtype=sf_subtype, format="WAV")
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+        temps.clear()
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+    return list(files)
+
+
+def check_writable(paths, *, force: bool) -> None:
+    """Fail before any work when an output exists (without ``force``) or its folder can't be written."""
+    paths = list(paths)
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        names = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise OutputError(f"{names}: already exists", "pass --force to overwrite, or choose another --out")
+    for folder in {p.parent for p in paths}:
+        prepare_dir(folder)
+
+
+def prepare_dir(folder: Path) -> Path:
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{folder}: is not a directory", "choose another --out") from None
+    except PermissionError:
+        raise OutputError(f"{folder}: cannot create it (permission denied)", "choose another --out") from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{folder}: is not writable", "choose another --out")
+    return folder

@@ -1,0 +1,334 @@
+"""The checkpoint registry (``checkpoints.toml``) and the resolver that turns a model name into a folder.
+
+A model spec is a local folder, a registry name, or a Hugging Face Hub repo id (``org/name``).
+Hub downloads go through ``huggingface_hub`` (its cache, revisions and offline mode); URL archives
+are cached under the mtldm cache and verified by sha256 before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import tomllib
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from .errors import ModelError
+
+PIPELINE_FILE = "pipeline.json"
+HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+TRUE = {"1", "true", "yes", "on"}
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    builtin: str | None = None
+    hf: str | None = None
+    revision: str | None = None
+    subfolder: str | None = None
+    url: str | None = None
+    sha256: str | dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("builtin", "hf", "url") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError("a source needs exactly one of builtin, hf, url")
+        if self.hf and not self.revision:
+            raise ValueError("an hf source must pin a revision")
+        if self.url and not isinstance(self.sha256, str):
+            raise ValueError("a url source needs its sha256")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "builtin" if self.builtin else "hf" if self.hf else "url"
+
+    def describe(self) -> str:
+        if self.builtin:
+            return f"built locally ({self.builtin})"
+        if self.hf:
+            return f"hf:{self.hf}@{self.revision[:12]}" + (f"/{self.subfolder}" if self.subfolder else "")
+        return self.url
+
+
+class AudioSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sample_rate: int
+    segment_seconds: float
+    stems: list[str]
+
+
+class Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    format: Literal["mtldm"]
+    source: Source
+    audio: AudioSummary
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: Path
+    name: str
+    source: str
+    revision: str | None = None
+
+
+# -- where things live --------------------------------------------------------------------------
+def cache_root() -> Path:
+    return Path(os.environ.get("MTLDM_CACHE") or Path.home() / ".cache" / "mtldm")
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    if offline is not None:
+        return offline
+    return any(os.environ.get(v, "").lower() in TRUE for v in ("MTLDM_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def registry_files() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    packaged = here / "checkpoints.toml"
+    files = [packaged if packaged.is_file() else here.parent / "checkpoints.toml"]
+    extra = os.environ.get("MTLDM_REGISTRY", "")
+    files += [Path(p) for p in extra.split(os.pathsep) if p]
+    return files
+
+
+def load_registry() -> dict[str, Entry]:
+    entries: dict[str, Entry] = {}
+    for path in registry_files():
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelError(f"{path}: registry file not found", "fix MTLDM_REGISTRY") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ModelError(f"{path}: not valid TOML ({e})", "fix the registry file") from None
+        for name, raw in data.get("models", {}).items():
+            try:
+                entries[name] = Entry(name=name, **raw)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ModelError(
+                    f"{path}: entry '{name}' is invalid ({where}: {err['msg']})", "fix the registry file"
+                ) from None
+    return entries
+
+
+# -- resolution ---------------------------------------------------------------------------------
+def resolve_model(
+    spec: str,
+    *,
+    revision: str | None = None,
+    offline: bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ResolvedModel:
+    """Find (building or downloading when needed) the folder holding model ``spec``."""
+    offline = is_offline(offline)
+    local = Path(spec).expanduser()
+    if local.is_dir():
+        return ResolvedModel(check_model_dir(local, spec), name=local.name, source=f"local:{local.resolve()}")
+    registry = load_registry()
+    if spec in registry:
+        entry = registry[spec]
+        src = entry.source
+        if src.kind == "builtin":
+            path = _builtin(src.builtin, cache_dir, progress)
+        elif src.kind == "hf":
+            path = _from_hub(src.hf, revision or src.revision, src.subfolder, offline, cache_dir, src.sha256, progress)
+        else:
+            path = _from_url(src.url, src.sha256, offline, cache_dir, progress)
+        path = check_model_dir(path, spec)
+        _check_audio(entry, path)
+        return ResolvedModel(path, name=spec, source=src.describe(), revision=revision or src.revision)
+    if HUB_REPO_RE.match(spec) and not spec.startswith((".", "/", "~")):
+        rev = revision or "main"
+        path = check_model_dir(_from_hub(spec, rev, None, offline, cache_dir, None, progress), spec)
+        return ResolvedModel(path, name=spec, source=f"hf:{spec}@{rev}", revision=rev)
+    if os.sep in spec or spec.startswith("."):
+        raise ModelError(f"model folder '{spec}' does not exist", "check the path")
+    known = ", ".join(sorted(registry)) or "none"
+    raise ModelError(
+        f"unknown model '{spec}': not a folder, a registry name or a hub repo id",
+        f"registry names: {known} (see `mtldm models`)",
+    )
+
+
+def check_model_dir(path: Path, spec: str) -> Path:
+    if not (path / PIPELINE_FILE).is_file():
+        raise ModelError(f"model '{spec}' ({path}) has no {PIPELINE_FILE}", "it is not an mtldm model folder")
+    return path
+
+
+def _check_audio(entry: Entry, path: Path) -> None:
+    import json
+
+    audio = json.loads((path / PIPELINE_FILE).read_text()).get("audio", {})
+    if audio.get("sample_rate", 16000) != entry.audio.sample_rate or list(
+        audio.get("stems", entry.audio.stems)
+    ) != list(entry.audio.stems):
+        raise ModelError(
+            f"model '{entry.name}' does not match its registry entry (sample rate or stems differ)",
+            "the registry entry or the download is wrong; clear the cache and retry",
+        )
+
+
+def _builtin(name: str, cache_dir, progress) -> Path:
+    from . import tiny
+
+    if name not in tiny.BUILDERS:
+        raise ModelError(f"unknown builtin model '{name}'", f"builtins: {', '.join(tiny.BUILDERS)}")
+    folder = Path(cache_dir or cache_root()) / "builtin" / f"{name}-v{tiny.BUILD_VERSION}"
+    if (folder / PIPELINE_FILE).is_file():
+        return folder
+    if progress:
+        progress(f"building {name} (once)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
+    try:
+        tiny.BUILDERS[name](tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process built it first
+            if not (folder / PIPELINE_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _from_hub(repo_id, revision, subfolder, offline, cache_dir, sha256, progress) -> Path:
+    import huggingface_hub as hub
+    from huggingface_hub import errors as E
+
+    if progress:
+        progress(f"fetching {repo_id}@{revision}" + (" (offline)" if offline else ""))
+    try:
+        root = hub.snapshot_download(
+            repo_id, revision=revision, cache_dir=cache_dir, local_files_only=offline,
+            allow_patterns=[f"{subfolder}/*"] if subfolder else None, library_name="mtldm",
+        )
+    except E.GatedRepoError:
+        raise ModelError(f"{repo_id} is gated", "accept its terms on the hub and log in (`hf auth login`)") from None
+    except E.RepositoryNotFoundError:
+        raise ModelError(f"{repo_id}: no such repository on the hub (or it is private)",
+                         "check the name, or log in if it is private") from None
+    except E.RevisionNotFoundError:
+        raise ModelError(f"{repo_id}: revision '{revision}' not found", "check the revision") from None
+    except (E.LocalEntryNotFoundError, E.OfflineModeIsEnabled):
+        if offline:
+            raise ModelError(f"{repo_id}@{revision} is not in the cache and offline mode is on",
+                             "run once online (unset MTLDM_OFFLINE / HF_HUB_OFFLINE, drop --offline)") from None
+        raise ModelError(f"{repo_id}: cannot reach the hub", "check the network, or use --offline with a cached model") from None
+    except E.HfHubHTTPError as e:
+        raise ModelError(f"{repo_id}: the hub answered with an error ({str(e).splitlines()[0]})", "retry later") from None
+    except OSError as e:
+        raise ModelError(f"{repo_id}: download failed ({e})", "check the network and disk space") from None
+    path = Path(root) / subfolder if subfolder else Path(root)
+    if isinstance(sha256, dict):
+        for rel, digest in sha256.items():
+            verify_sha256(path / rel, digest)
+    return path
+
+
+def _from_url(url: str, sha256: str, offline: bool, cache_dir, progress) -> Path:
+    root = Path(cache_dir or cache_root())
+    target = root / "models" / sha256[:16]
+    if (target / PIPELINE_FILE).is_file():
+        return target
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "model"
+    archive = root / "downloads" / sha256[:16] / name
+    if not archive.is_file():
+        if offline:
+            raise ModelError(f"{url} is not in the cache and offline mode is on", "run once online")
+        if progress:
+            progress(f"downloading {url}")
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        tmp = archive.with_name(archive.name + ".part")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+                shutil.copyfileobj(r, f, 1 << 20)
+        except (urllib.error.URLError, OSError) as e:
+            tmp.unlink(missing_ok=True)
+            reason = getattr(e, "reason", e)
+            raise ModelError(f"{url}: download failed ({reason})", "check the network, or the URL") from None
+        tmp.replace(archive)
+    try:
+        verify_sha256(archive, sha256)
+    except ModelError:
+        archive.unlink(missing_ok=True)
+        raise
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".extract.", dir=archive.parent))
+    try:
+        _extract(archive, tmp_dir)
+        inner = [p for p in tmp_dir.iterdir()]
+        src = inner[0] if len(inner) == 1 and inner[0].is_dir() else tmp_dir
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(src), target)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return target
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(dest)
+        else:
+            with tarfile.open(archive) as t:
+                t.extractall(dest, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, OSError) as e:
+        raise ModelError(f"{archive}: not a valid model archive ({e})", "clear the cache and retry") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise ModelError(f"{path}: expected file is missing", "the download is incomplete; clear the cache and retry")
+    got = sha256_file(path)
+    if got.lower() != expected.lower():
+        raise ModelError(
+            f"{path.name}: sha256 mismatch (expected {expected[:12]}..., got {got[:12]}...)",
+            "the file is corrupt or the registry is wrong; it was not used",
+        )
+
+
+def is_cached(entry: Entry, cache_dir=None) -> bool:
+    """Whether ``entry`` would resolve without network."""
+    try:
+        src = entry.source
+        if src.kind == "builtin":
+            from .tiny import BUILD_VERSION
+
+            return (Path(cache_dir or cache_root()) / "builtin" / f"{src.builtin}-v{BUILD_VERSION}" / PIPELINE_FILE).is_file()
+        if src.kind == "url":
+            return (Path(cache_dir or cache_root()) / "models" / src.sha256[:16] / PIPELINE_FILE).is_file()
+        _from_hub(src.hf, src.revision, src.subfolder, True, cache_dir, None, None)
+        return True
+    except ModelError:
+        return False

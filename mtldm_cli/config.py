@@ -1,0 +1,68 @@
+"""Configs saved beside the weights (pydantic): what a model expects of audio, and how it samples."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_STEMS = ("bass", "drums", "guitar", "piano")
+
+
+class AudioConfig(BaseModel):
+    """The audio front end. Defaults are MusicLDM's: 16 kHz mono, 64 slaney mels, hop 160."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample_rate: int = 16000
+    segment_frames: int = 1024
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 160
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: float = 8000.0
+    log_clamp: float = 1e-5
+    stems: tuple[str, ...] = DEFAULT_STEMS
+
+    @field_validator("stems")
+    @classmethod
+    def _unique_stems(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(v) < 2 or len(set(v)) != len(v) or "mix" in v:
+            raise ValueError("stems must be at least two unique names, none of them 'mix'")
+        return v
+
+    @property
+    def segment_seconds(self) -> float:
+        return self.segment_frames * self.hop_length / self.sample_rate
+
+    def frames_for(self, seconds: float) -> int:
+        return max(1, math.ceil(seconds * self.sample_rate / self.hop_length))
+
+
+class SamplingDefaults(BaseModel):
+    """What the model's authors recommend; every value can be overridden per call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = 50
+    eta: float = 1.0
+    guidance: float = 2.0
+    arrange_guidance: float = 1.0
+    separate_steps: int = 150
+
+
+class PipelineConfig(BaseModel):
+    """``pipeline.json`` at the root of a model folder: ties the components together."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: Literal[1] = 1
+    name: str
+    description: str = ""
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    conditioning: Literal["none", "clap"] = "clap"
+    clap_sample_rate: int = 48000
+    clap_max_seconds: float = 10.0
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)

@@ -1,0 +1,198 @@
+"""The multi-track UNet: a 3-D convolutional UNet whose conv channels are the stems.
+
+Input and output are ``[B, S, C, T, F]`` (stems, latent channels, latent frames, latent mel bins):
+Conv3d treats S as channels and convolves over (C, T, F), as MT-MusicLDM's dims=3 UNet does, so the
+stems exchange information through every convolution and attention layer. Downsampling halves T and
+F only (stride (1, 2, 2)); the latent-channel depth C is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class UNetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stems: int = 4
+    latent_channels: int = 8
+    model_channels: int = 192
+    channel_mult: tuple[int, ...] = (1, 2, 3, 5)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (8, 4, 2)
+    num_head_channels: int = 32
+    cond_dim: int | None = 512
+    norm_groups: int = 32
+    dropout: float = 0.0
+
+    @property
+    def downsample_factor(self) -> int:
+        """Latent frames and bins must be multiples of this."""
+        return 2 ** (len(self.channel_mult) - 1)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int, dropout: float):
+        super().__init__()
+        self.in_layers = nn.Sequential(nn.GroupNorm(groups, cin), nn.SiLU(), nn.Conv3d(cin, cout, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, cout))
+        self.out_layers = nn.Sequential(
+            nn.GroupNorm(groups, cout), nn.SiLU(), nn.Dropout(dropout), nn.Conv3d(cout, cout, 3, padding=1)
+        )
+        nn.init.zeros_(self.out_layers[-1].weight)
+        nn.init.zeros_(self.out_layers[-1].bias)
+        self.skip = nn.Identity() if cin == cout else nn.Conv3d(cin, cout, 1)
+
+    def forward(self, x, emb):
+        h = self.in_layers(x) + self.emb_layers(emb)[:, :, None, None, None]
+        return self.skip(x) + self.out_layers(h)
+
+
+class Attention(nn.Module):
+    """Self-attention over every (C, T, F) position, so all stems and frames see each other."""
+
+    def __init__(self, ch: int, head_channels: int, groups: int):
+        super().__init__()
+        self.heads = max(1, ch // head_channels)
+        self.norm = nn.GroupNorm(groups, ch)
+        self.qkv = nn.Conv1d(ch, 3 * ch, 1)
+        self.proj = nn.Conv1d(ch, ch, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x):
+        b, c, *spatial = x.shape
+        qkv = self.qkv(self.norm(x).reshape(b, c, -1))
+        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, -1).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(b, c, -1)
+        return x + self.proj(h).reshape(b, c, *spatial)
+
+
+class Down(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.op = nn.Conv3d(ch, ch, 3, stride=(1, 2, 2), padding=1)
+
+    def forward(self, x, emb=None):
+        return self.op(x)
+
+
+class Up(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv3d(ch, ch, 3, padding=1)
+
+    def forward(self, x, emb=None):
+        return self.conv(F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest"))
+
+
+class Stage(nn.ModuleList):
+    """A sequence of blocks, each fed the embedding when it takes one."""
+
+    def forward(self, x, emb):
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, (ResBlock, Down, Up)) else layer(x)
+        return x
+
+
+class MultiTrackUNet(nn.Module):
+    """Predicts the noise ``eps`` of every stem's latent, optionally given a CLAP embedding.
+
+    The embedding is projected and concatenated to the timestep embedding (MT-MusicLDM's "film"
+    conditioning), so the residual blocks see both.
+    """
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        mc, g = cfg.model_channels, cfg.norm_groups
+        tdim = 4 * mc
+        self.time_embed = nn.Sequential(nn.Linear(mc, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+        self.film_emb = nn.Linear(cfg.cond_dim, tdim) if cfg.cond_dim else None
+        emb_dim = 2 * tdim if cfg.cond_dim else tdim
+
+        def res(cin, cout):
+            return ResBlock(cin, cout, emb_dim, g, cfg.dropout)
+
+        self.input_blocks = nn.ModuleList([Stage([nn.Conv3d(cfg.stems, mc, 3, padding=1)])])
+        skips, ch, ds = [mc], mc, 1
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                stage = Stage([res(ch, mult * mc)])
+                ch = mult * mc
+                if ds in cfg.attention_resolutions:
+                    stage.append(Attention(ch, cfg.num_head_channels, g))
+                self.input_blocks.append(stage)
+                skips.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                self.input_blocks.append(Stage([Down(ch)]))
+                skips.append(ch)
+                ds *= 2
+        self.middle_block = Stage([res(ch, ch), Attention(ch, cfg.num_head_channels, g), res(ch, ch)])
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                stage = Stage([res(ch + skips.pop(), mult * mc)])
+                ch = mult * mc
+                if ds in cfg.attention_resolutions:
+                    stage.append(Attention(ch, cfg.num_head_channels, g))
+                if level and i == cfg.num_res_blocks:
+                    stage.append(Up(ch))
+                    ds //= 2
+                self.output_blocks.append(stage)
+        self.out = nn.Sequential(nn.GroupNorm(g, ch), nn.SiLU(), nn.Conv3d(ch, cfg.stems, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(x.dtype))
+        if self.film_emb is not None:
+            if cond is None:
+                raise ValueError("this UNet is conditional: pass a conditioning embedding")
+            emb = torch.cat([emb, self.film_emb(cond.to(x.dtype))], dim=-1)
+        h, hs = x, []
+        for stage in self.input_blocks:
+            h = stage(h, emb)
+            hs.append(h)
+        h = self.middle_block(h, emb)
+        for stage in self.output_blocks:
+            h = stage(torch.cat([h, hs.pop()], dim=1), emb)
+        return self.out(h)
+
+    # -- our on-disk layout: config.json + model.safetensors --------------------------------------
+    def save_pretrained(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG_NAME).write_text(self.config.model_dump_json(indent=2))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "MultiTrackUNet":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        model = cls(UNetConfig(**json.loads((folder / CONFIG_NAME).read_text())))
+        model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
+        return model.eval()
