@@ -161,3 +161,11 @@ def prepare_dir(folder: Path) -> Path:
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{folder}: is not writable", "choose another --out")
     return folder
+
+
+def resample_np(wav: np.ndarray, orig: int, new: int) -> np.ndarray:
+    if orig == new:
+        return wav
+    import torch
+
+    return resample(torch.from_numpy(wav), orig, new).numpy()

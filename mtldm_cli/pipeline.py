@@ -402,7 +402,7 @@ class MultiTrackPipeline:
         wav = self.decode(z, samples)[0]
         info = self._info("separate", mixture=_name(mixture, None), method=method, seed=seed, steps=steps,
                           s_churn=s_churn, resamples=resamples, sigma_min=sigma_min, sigma_max=sigma_max,
-                          **({"source": self.stems[source]} if method == "dirac" else {"gamma": gamma}),
+                          **({"pinned_stem": self.stems[source]} if method == "dirac" else {"gamma": gamma}),
                           timings=dict(sample_s=round(t1 - t0, 3), decode_s=round(time.perf_counter() - t1, 3)))
         return self._output(wav, self.stems, info)
 

@@ -1,0 +1,46 @@
+"""The ``mtldm`` command line. Subcommands live in ``mtldm_cli/commands``; torch loads lazily."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+from .commands.arrange import arrange
+from .commands.condition import condition
+from .commands.evaluate import evaluate
+from .commands.generate import generate
+from .commands.models import models
+from .commands.separate import separate
+
+app = typer.Typer(
+    name="mtldm",
+    help="Multi-Track MusicLDM: generate, arrange and separate bass, drums, guitar and piano stems.\n\n"
+    "Exit codes: 0 ok, 1 internal error, 2 bad input or usage, 3 model not found/loadable, "
+    "4 output not writable or already there, 130 interrupted.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+for command in (generate, condition, arrange, separate, evaluate, models):
+    app.command()(command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mtldm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Show the version and exit.")] = None,
+) -> None:
+    pass
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""One module per subcommand; each only parses, reports and writes: the library does the work."""

@@ -1,0 +1,145 @@
+"""Options, the error boundary, progress and output reporting shared by every subcommand."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+import traceback
+from contextlib import contextmanager, nullcontext
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import InputError, MtldmError
+
+err_console = Console(stderr=True, highlight=False)
+EXIT_INTERRUPTED = 130
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name, local model folder or hub repo id.")]
+RevisionOpt = Annotated[Optional[str], typer.Option(help="Hub revision (commit, tag, branch) to use instead of the registry's pin.")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached models (also MTLDM_OFFLINE=1 or HF_HUB_OFFLINE=1).")]
+DeviceOpt = Annotated[Device, typer.Option(help="Where to run.")]
+StepsOpt = Annotated[Optional[int], typer.Option(min=1, help="Sampler steps (default: the model's).")]
+GuidanceOpt = Annotated[Optional[float], typer.Option(min=0.0, help="Classifier-free guidance scale (default: the model's).")]
+EtaOpt = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="DDIM eta: 0 deterministic, 1 ancestral (default: the model's).")]
+SeedOpt = Annotated[Optional[int], typer.Option(min=0, help="Random seed; recorded in run.json when not given.")]
+DurationOpt = Annotated[Optional[float], typer.Option(min=0.01, help="Seconds to generate (default: the model's segment).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder for <stem>.wav, mix.wav and run.json.")]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
+FloatOpt = Annotated[bool, typer.Option("--float", help="Write 32-bit float WAVs instead of 16-bit PCM.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (errors too).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text prompt (CLAP text embedding).")]
+
+
+def guarded(fn: Callable) -> Callable:
+    """The CLI's one error boundary: a library error becomes one stderr line and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("json_out"))
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except MtldmError as e:
+            _fail(str(e), e.exit_code, as_json)
+        except KeyboardInterrupt:
+            _fail("interrupted; no partial output was written", EXIT_INTERRUPTED, as_json)
+        except Exception as e:  # a bug: say so in one line, keep the traceback for MTLDM_DEBUG
+            if os.environ.get("MTLDM_DEBUG"):
+                traceback.print_exc()
+            _fail(f"internal error: {type(e).__name__}: {e} (set MTLDM_DEBUG=1 for the traceback)", 1, as_json)
+
+    return wrapper
+
+
+def _fail(message: str, code: int, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"ok": False, "error": message, "exit_code": code}))
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def note(message: str, quiet: bool) -> None:
+    if not quiet:
+        err_console.print(f"[dim]{message}[/]", soft_wrap=True)
+
+
+def split_names(values: list[str] | None) -> list[str] | None:
+    """``["piano,guitar", "bass"]`` -> ``["piano", "guitar", "bass"]``."""
+    if not values:
+        return None
+    return [n.strip().lower() for v in values for n in v.split(",") if n.strip()]
+
+
+def load_pipeline(model: str, device: Device, *, revision=None, offline=False, quiet=False):
+    from ..pipeline import MultiTrackPipeline
+
+    with err_console.status(f"loading {model}", spinner="dots") if not quiet else nullcontext():
+        pipe = MultiTrackPipeline.from_pretrained(
+            model, device=device.value, revision=revision, offline=offline or None,
+            progress=lambda m: note(m, quiet),
+        )
+    note(f"model {pipe.config.name} on {pipe.device}", quiet)
+    return pipe
+
+
+@contextmanager
+def progress_callback(label: str, quiet: bool):
+    """Yield a sampler callback that draws a rich progress bar on stderr."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def callback(info: dict) -> None:
+            bar.update(task, completed=info["i"] + 1, total=info["total"])
+
+        yield callback
+
+
+def precheck_outputs(out: Path, names: list[str], force: bool) -> None:
+    """Fail before any model work if outputs exist or the folder can't be written."""
+    from ..audio import check_writable
+
+    check_writable([out / f"{n}.wav" for n in [*names, "mix"]] + [out / "run.json"], force=force)
+
+
+def finish(output, out: Path, *, command: str, argv_info: dict, force: bool, float_wav: bool,
+           json_out: bool, quiet: bool, started: float) -> None:
+    output.info = output.info | {"command": command, **argv_info,
+                                 "total_s": round(time.perf_counter() - started, 3)}
+    files = output.save(out, force=force, subtype="float" if float_wav else "pcm16")
+    if json_out:
+        typer.echo(json.dumps({"ok": True, "out": str(out), "files": [str(f) for f in files],
+                               "info": output.info}, default=str))
+    elif not quiet:
+        names = ", ".join(f.name for f in files)
+        err_console.print(f"wrote {names} to {out} ({output.duration:.2f} s at {output.sample_rate} Hz, "
+                          f"{output.info['total_s']:.1f} s)", soft_wrap=True)
+    for w in output.info.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+
+
+def check_stem_names(names: list[str] | None, stems: tuple[str, ...], option: str) -> None:
+    for n in names or []:
+        if n not in stems:
+            raise InputError(f"{option} {n}: unknown stem", f"this model's stems are: {', '.join(stems)}")

@@ -1,0 +1,43 @@
+"""``mtldm condition``: generation steered by a reference clip's CLAP audio embedding."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from ..audio import read_audio
+from ._common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
+                      OfflineOpt, OutOpt, Path, QuietOpt, RevisionOpt, SeedOpt, StepsOpt, finish, guarded,
+                      load_pipeline, precheck_outputs, progress_callback)
+
+
+@guarded
+def condition(
+    ref: Annotated[Path, typer.Option("--ref", "-r", help="Reference clip (any format soundfile reads).")],
+    out: OutOpt = Path("out"),
+    model: ModelOpt = "tiny-random",
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
+    eta: EtaOpt = None,
+    seed: SeedOpt = None,
+    duration: DurationOpt = None,
+    device: DeviceOpt = Device.auto,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    force: ForceOpt = False,
+    float_wav: FloatOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate every stem in the style of a reference clip (its CLAP audio embedding)."""
+    started = time.perf_counter()
+    read_audio(ref)  # fail fast, before the model loads
+    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
+    precheck_outputs(out, list(pipe.stems), force)
+    with progress_callback("generating", quiet or json_out) as cb:
+        result = pipe.condition(ref, duration=duration, steps=steps, guidance=guidance, eta=eta,
+                                seed=seed, callback=cb)
+    finish(result, out, command="condition", argv_info={"reference": str(ref)}, force=force,
+           float_wav=float_wav, json_out=json_out, quiet=quiet, started=started)

@@ -1,0 +1,50 @@
+"""``mtldm generate``: total generation, from nothing or a text prompt."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import (DeviceOpt, Device, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
+                      OfflineOpt, OutOpt, Path, PromptOpt, QuietOpt, RevisionOpt, SeedOpt, StepsOpt, check_stem_names,
+                      finish, guarded, load_pipeline, precheck_outputs, progress_callback, split_names)
+
+
+@guarded
+def generate(
+    prompt: PromptOpt = None,
+    stems: Annotated[Optional[list[str]], typer.Option(help="Stems to write, e.g. bass,drums (default: all).")] = None,
+    out: OutOpt = Path("out"),
+    model: ModelOpt = "tiny-random",
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
+    eta: EtaOpt = None,
+    seed: SeedOpt = None,
+    duration: DurationOpt = None,
+    device: DeviceOpt = Device.auto,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    force: ForceOpt = False,
+    float_wav: FloatOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate every stem together, from noise or steered by a text PROMPT.
+
+    Writes <stem>.wav per stem, mix.wav (their sum) and run.json (settings, seed, model) to --out.
+    """
+    started = time.perf_counter()
+    names = split_names(stems)
+    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
+    check_stem_names(names, pipe.stems, "--stems")
+    precheck_outputs(out, names or list(pipe.stems), force)
+    with progress_callback("generating", quiet or json_out) as cb:
+        result = pipe.generate(prompt, duration=duration, steps=steps, guidance=guidance, eta=eta, seed=seed,
+                               callback=cb)
+    if names:
+        result.stems = {s: w for s, w in result.stems.items() if s in names}
+        result.info["stems"] = list(result.stems)
+    finish(result, out, command="generate", argv_info={}, force=force, float_wav=float_wav, json_out=json_out,
+           quiet=quiet, started=started)

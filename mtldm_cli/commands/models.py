@@ -1,0 +1,30 @@
+"""``mtldm models``: the registry, and which entries are cached."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from ..checkpoints import is_cached, load_registry
+from ._common import JsonOpt, guarded
+
+
+@guarded
+def models(json_out: JsonOpt = False) -> None:
+    """List the models in checkpoints.toml (and MTLDM_REGISTRY) and whether each is cached."""
+    rows = [(e, is_cached(e)) for e in load_registry().values()]
+    if json_out:
+        typer.echo(json.dumps([{"name": e.name, "cached": c, "source": e.source.describe(), "format": e.format,
+                                "description": e.description, **e.audio.model_dump()} for e, c in rows]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mtldm models", title_style="bold")
+    for col in ("name", "cached", "audio", "source", "description"):
+        table.add_column(col, overflow="fold")
+    for e, cached in rows:
+        audio = f"{e.audio.sample_rate} Hz, {e.audio.segment_seconds:g} s, {'/'.join(e.audio.stems)}"
+        table.add_row(e.name, "yes" if cached else "no", audio, e.source.describe(), e.description)
+    Console().print(table)
