@@ -43,7 +43,7 @@ def evaluate_separation(
     est = {s: np.asarray(est[s][:n], np.float64) for s in stems}
     mix = np.sum(list(ref.values()), axis=0) if mix is None else np.asarray(mix[:n], np.float64)
     win, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
-    count = max(1, math.ceil((n - (win - hop)) / hop))
+    count = max(0, math.ceil((n - (win - hop)) / hop))
     scores: dict[str, list[float]] = {s: [] for s in stems}
     sdrs: dict[str, list[float]] = {s: [] for s in stems}
     for i in range(count):

@@ -129,6 +129,7 @@ class MultiTrackPipeline:
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, *, source: ResolvedModel | None = None) -> "MultiTrackPipeline":
         from diffusers import AutoencoderKL, DDIMScheduler
+        from safetensors import SafetensorError
         from transformers import ClapModel, ClapProcessor, SpeechT5HifiGan
 
         from .model import MultiTrackUNet
@@ -146,7 +147,7 @@ class MultiTrackPipeline:
             if config.conditioning == "clap":
                 parts |= dict(clap=ClapModel.from_pretrained(folder / "clap"),
                               clap_processor=ClapProcessor.from_pretrained(folder / "clap"))
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ModelError(f"{folder}: cannot load the model ({reason})", "the folder is incomplete or corrupt") from None
         for m in parts.values():

@@ -24,11 +24,11 @@ def parse_given(items: list[str], stems: tuple[str, ...]) -> dict[str, Path]:
             stem, path = name.strip().lower(), Path(path)
         else:
             path = Path(item)
+            if item.lower() in stems and not path.exists():
+                raise StemError(f"'{item}' is a stem name, not a file",
+                                "to want several stems write --want piano,guitar")
             stem = next((s for s in stems if re.fullmatch(rf"{re.escape(s)}([\W_].*)?", path.stem.lower())), None)
             if stem is None:
-                if not path.suffix and item.lower() in stems:
-                    raise StemError(f"'{item}' is a stem name, not a file",
-                                    "to want several stems write --want piano,guitar")
                 raise StemError(f"{path}: cannot tell which stem this is from its name",
                                 f"write it as STEM=PATH, e.g. {stems[0]}={path}")
         if stem in given:

@@ -1,0 +1,178 @@
+import hashlib
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mtldm_cli import MultiTrackPipeline
+from mtldm_cli.checkpoints import is_cached, load_registry, resolve_model
+from mtldm_cli.errors import ModelError
+from mtldm_cli.tiny import BUILDERS
+
+REV = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_registry_entries_are_valid():
+    reg = load_registry()
+    assert {"tiny-random", "tiny-random-uncond"} <= set(reg)
+    for e in reg.values():
+        assert e.description and e.audio.stems
+
+
+def test_tiny_build_is_deterministic(tmp_path):
+    a, b = BUILDERS["tiny-random"](tmp_path / "a"), BUILDERS["tiny-random"](tmp_path / "b")
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_local_folder_loads_through_the_same_loader(tiny_dir, tmp_path):
+    copy = shutil.copytree(tiny_dir, tmp_path / "my-model")
+    pipe = MultiTrackPipeline.from_pretrained(str(copy), device="cpu")
+    assert pipe.source.source.startswith("local:") and pipe.stems == ("bass", "drums", "guitar", "piano")
+
+
+def test_unknown_and_missing_models():
+    with pytest.raises(ModelError, match="unknown model 'nope'.*tiny-random"):
+        resolve_model("nope")
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model("./no/such/folder")
+
+
+def test_folder_without_pipeline_json(tmp_path):
+    with pytest.raises(ModelError, match="not an mtldm model folder"):
+        resolve_model(str(tmp_path))
+
+
+def test_corrupt_model_folder(tiny_dir, tmp_path):
+    copy = shutil.copytree(tiny_dir, tmp_path / "broken")
+    (copy / "unet" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelError, match="cannot load the model"):
+        MultiTrackPipeline.from_pretrained(str(copy))
+
+
+def _fake_hub_cache(cache: Path, repo: str, src: Path) -> None:
+    """Lay a model out exactly as huggingface_hub's cache holds a downloaded snapshot."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    shutil.copytree(src, root / "snapshots" / REV)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(REV)
+
+
+def _registry(tmp_path, monkeypatch, body: str) -> None:
+    path = tmp_path / "extra.toml"
+    path.write_text(body)
+    monkeypatch.setenv("MTLDM_REGISTRY", str(path))
+
+
+AUDIO = 'audio = { sample_rate = 16000, segment_seconds = 10.24, stems = ["bass", "drums", "guitar", "piano"] }'
+
+
+def test_hub_entry_resolves_from_the_hub_cache_offline(tiny_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    _fake_hub_cache(cache, "someone/tiny", tiny_dir)
+    digest = hashlib.sha256((tiny_dir / "unet" / "model.safetensors").read_bytes()).hexdigest()
+    _registry(tmp_path, monkeypatch, f"""
+[models.hubtiny]
+description = "tiny via the hub"
+format = "mtldm"
+source = {{ hf = "someone/tiny", revision = "{REV}", sha256 = {{ "unet/model.safetensors" = "{digest}" }} }}
+{AUDIO}
+""")
+    monkeypatch.setenv("MTLDM_OFFLINE", "1")
+    pipe = MultiTrackPipeline.from_pretrained("hubtiny", cache_dir=cache, device="cpu")
+    assert pipe.source.revision == REV and "someone/tiny" in pipe.source.source
+    assert is_cached(load_registry()["hubtiny"], cache_dir=cache)
+    # a bare repo id works too, through refs/main
+    assert resolve_model("someone/tiny", cache_dir=cache).path.name == REV
+
+
+def test_hub_sha256_mismatch_is_refused(tiny_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    _fake_hub_cache(cache, "someone/tiny", tiny_dir)
+    _registry(tmp_path, monkeypatch, f"""
+[models.hubtiny]
+description = "x"
+format = "mtldm"
+source = {{ hf = "someone/tiny", revision = "{REV}", sha256 = {{ "unet/model.safetensors" = "{'0' * 64}" }} }}
+{AUDIO}
+""")
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        resolve_model("hubtiny", cache_dir=cache, offline=True)
+
+
+def test_offline_with_empty_cache_and_unreachable_hub(tmp_path):
+    with pytest.raises(ModelError, match="not in the cache and offline mode is on"):
+        resolve_model("someone/absent", cache_dir=tmp_path, offline=True)
+    with pytest.raises(ModelError, match="cannot reach the hub"):  # HF_ENDPOINT is a closed local port
+        resolve_model("someone/absent", cache_dir=tmp_path, offline=False)
+
+
+def _archive(src: Path, dest: Path) -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        t.add(src, arcname="model")
+    dest.write_bytes(buf.getvalue())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def test_url_entry_downloads_verifies_and_caches(tiny_dir, tmp_path, monkeypatch):
+    digest = _archive(tiny_dir, tmp_path / "model.tar.gz")
+    _registry(tmp_path, monkeypatch, f"""
+[models.urltiny]
+description = "x"
+format = "mtldm"
+source = {{ url = "{(tmp_path / 'model.tar.gz').as_uri()}", sha256 = "{digest}" }}
+{AUDIO}
+""")
+    cache = tmp_path / "c"
+    entry = load_registry()["urltiny"]
+    assert not is_cached(entry, cache)
+    path = resolve_model("urltiny", cache_dir=cache).path
+    assert (path / "pipeline.json").is_file() and is_cached(entry, cache)
+    (tmp_path / "model.tar.gz").unlink()  # cached now: works offline without the source
+    assert resolve_model("urltiny", cache_dir=cache, offline=True).path == path
+
+
+def test_url_hash_mismatch_is_refused_and_not_kept(tiny_dir, tmp_path, monkeypatch):
+    _archive(tiny_dir, tmp_path / "model.tar.gz")
+    _registry(tmp_path, monkeypatch, f"""
+[models.bad]
+description = "x"
+format = "mtldm"
+source = {{ url = "{(tmp_path / 'model.tar.gz').as_uri()}", sha256 = "{'ab' * 32}" }}
+{AUDIO}
+""")
+    cache = tmp_path / "c"
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        resolve_model("bad", cache_dir=cache)
+    assert not list((cache / "downloads").rglob("*.tar.gz"))
+    assert not (cache / "models").exists()
+
+
+def test_registry_audio_must_match_the_model(tiny_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    _fake_hub_cache(cache, "someone/tiny", tiny_dir)
+    _registry(tmp_path, monkeypatch, f"""
+[models.wrong]
+description = "x"
+format = "mtldm"
+source = {{ hf = "someone/tiny", revision = "{REV}" }}
+audio = {{ sample_rate = 44100, segment_seconds = 10.24, stems = ["bass", "drums", "guitar", "piano"] }}
+""")
+    with pytest.raises(ModelError, match="does not match its registry entry"):
+        resolve_model("wrong", cache_dir=cache, offline=True)
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("[models.x]\ndescription='x'\nformat='mtldm'\nsource={hf='a/b'}\n" + AUDIO, "pin a revision"),
+    ("[models.x]\ndescription='x'\nformat='mtldm'\nsource={url='file:///x'}\n" + AUDIO, "sha256"),
+    ("[models.x\n", "not valid TOML"),
+])
+def test_invalid_registry_entries(tmp_path, monkeypatch, body, needle):
+    _registry(tmp_path, monkeypatch, body)
+    with pytest.raises(ModelError, match=needle):
+        load_registry()

@@ -1,0 +1,220 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .conftest import STEMS, assert_one_line_error
+
+FAST = ("--steps", "2", "--seed", "0", "--device", "cpu", "-q")
+
+
+def test_help_lists_every_command(cli):
+    r = cli("--help")
+    assert r.exit_code == 0
+    for c in ("generate", "condition", "arrange", "separate", "evaluate", "models"):
+        assert c in r.stdout
+    assert cli("--version").stdout.startswith("mtldm ")
+
+
+def test_generate_writes_stems_mix_and_run_json(cli, tmp_path):
+    out = tmp_path / "g"
+    r = cli("generate", "--model", "tiny-random", "--out", out, "--duration", "0.5", *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{s}.wav" for s in STEMS), "mix.wav", "run.json"])
+    info = json.loads((out / "run.json").read_text())
+    assert info["command"] == "generate" and info["seed"] == 0 and info["steps"] == 2
+    bass, sr = sf.read(out / "bass.wav")
+    assert sr == 16000 and bass.shape == (8000,)
+
+
+def test_generate_json_prompt_and_stem_selection(cli, tmp_path):
+    r = cli("generate", "--prompt", "metal", "--stems", "bass,piano", "--out", tmp_path / "g", "--duration", "0.5",
+            "--json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["ok"] and summary["info"]["prompt"] == "metal"
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["bass.wav", "mix.wav", "piano.wav", "run.json"]
+
+
+def test_arrange_keeps_given_sample_exact(cli, stem_dir, tmp_path):
+    out = tmp_path / "a"
+    r = cli("arrange", "--given", stem_dir / "bass.wav", stem_dir / "drums.wav", "--want", "piano", "--out", out, *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["bass.wav", "drums.wav", "mix.wav", "piano.wav", "run.json"]
+    for s in ("bass", "drums"):
+        assert np.array_equal(sf.read(out / f"{s}.wav", dtype="int16")[0], sf.read(stem_dir / f"{s}.wav", dtype="int16")[0])
+    info = json.loads((out / "run.json").read_text())
+    assert info["given"] == ["bass", "drums"] and info["want"] == ["piano"]
+
+
+def test_arrange_explicit_names_and_repeated_flags(cli, stem_dir, tmp_path):
+    take = tmp_path / "take3.wav"
+    take.write_bytes((stem_dir / "guitar.wav").read_bytes())
+    r = cli("arrange", "-g", f"guitar={take}", "-g", stem_dir / "piano.wav", "--want", "bass", "--want", "drums",
+            "--out", tmp_path / "a", "--json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["info"]["want"] == ["bass", "drums"]
+
+
+def test_condition_and_separate_and_evaluate(cli, stem_dir, tmp_path):
+    r = cli("condition", "--ref", stem_dir / "mix.wav", "--out", tmp_path / "c", "--duration", "0.5", *FAST)
+    assert r.exit_code == 0, r.stderr
+    for method in ("dirac", "gaussian"):
+        r = cli("separate", stem_dir / "mix.wav", "--method", method, "--out", tmp_path / method, *FAST)
+        assert r.exit_code == 0, r.stderr
+        assert json.loads((tmp_path / method / "run.json").read_text())["method"] == method
+    r = cli("evaluate", "--est", tmp_path / "dirac", "--ref", stem_dir, "--json")
+    assert r.exit_code == 0, r.stderr
+    scores = json.loads(r.stdout)["stems"]
+    assert set(scores) == set(STEMS) and all(v["windows"] == 0 for v in scores.values())  # 2 s < one 4 s window
+    r = cli("evaluate", "--est", stem_dir, "--ref", stem_dir, "--window", "1", "--hop", "0.5")
+    assert r.exit_code == 0 and "SI-SDRi" in r.stdout
+
+
+def test_models_lists_registry(cli):
+    r = cli("models", "--json")
+    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    assert rows["tiny-random"]["stems"] == list(STEMS)
+    assert "tiny-random" in cli("models").stdout
+
+
+# -- bad input: one line on stderr, a meaningful exit code, nothing written --------------------
+def _bad_wavs(tmp_path):
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    sf.write(tmp_path / "nan.wav", np.array([0.1, np.nan] * 100, np.float32), 16000, subtype="FLOAT")
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
+    (tmp_path / "adir.wav").mkdir()
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("missing.wav", "no such file"), ("adir.wav", "is a directory"), ("corrupt.wav", "not a readable audio file"),
+    ("empty.wav", "no audio samples"), ("nan.wav", "nan"),
+])
+@pytest.mark.parametrize("command", ["arrange", "separate", "condition"])
+def test_bad_audio_files(cli, tmp_path, command, name, needle):
+    _bad_wavs(tmp_path)
+    path = tmp_path / name
+    args = {"arrange": ("arrange", "--given", f"bass={path}"), "separate": ("separate", path),
+            "condition": ("condition", "--ref", path)}[command]
+    r = cli(*args, "--out", tmp_path / "o", *FAST)
+    assert_one_line_error(r, 2, needle, str(path))
+    assert not (tmp_path / "o").exists()
+
+
+def test_silent_input(cli, tmp_path):
+    _bad_wavs(tmp_path)
+    assert_one_line_error(cli("separate", tmp_path / "silent.wav", "--out", tmp_path / "o", *FAST), 2, "is silent")
+    assert_one_line_error(cli("condition", "--ref", tmp_path / "silent.wav", "--out", tmp_path / "o", *FAST), 2,
+                          "is silent")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--given", "{d}/bass.wav", "--want", "kazoo"), "unknown stem 'kazoo'"),
+    (("--given", "flute={d}/bass.wav"), "unknown stem 'flute'"),
+    (("--given", "{d}/bass.wav", "--want", "bass"), "both given and wanted"),
+    (("--given", "{d}/bass.wav", "{d}/drums.wav", "{d}/guitar.wav", "{d}/piano.wav"), "nothing left to generate"),
+    (("--given", "{d}/mix.wav"), "cannot tell which stem"),
+    (("--given", "{d}/bass.wav", "--want", "piano", "guitar"), "is a stem name, not a file"),
+    (("--given", "{d}/bass.wav", "bass={d}/drums.wav"), "given twice"),
+    (("--want", "piano"), "no stem given"),
+])
+def test_bad_stem_names(cli, stem_dir, tmp_path, args, needle):
+    args = [a.format(d=stem_dir) for a in args]
+    r = cli("arrange", *args, "--out", tmp_path / "o", *FAST)
+    assert_one_line_error(r, 2, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_given_stems_of_different_lengths(cli, stem_dir, tmp_path):
+    sf.write(tmp_path / "drums.wav", np.ones(4000, np.float32) * 0.1, 16000)
+    r = cli("arrange", "--given", stem_dir / "bass.wav", tmp_path / "drums.wav", "--out", tmp_path / "o", *FAST)
+    assert_one_line_error(r, 2, "differ in length")
+
+
+def test_existing_outputs_need_force(cli, tmp_path):
+    out = tmp_path / "g"
+    args = ("generate", "--out", out, "--duration", "0.25", *FAST)
+    assert cli(*args).exit_code == 0
+    before = (out / "bass.wav").read_bytes()
+    assert_one_line_error(cli(*args[:-1], "--seed", "1", "-q"), 4, "already exists", "--force")
+    assert (out / "bass.wav").read_bytes() == before
+    r = cli(*args, "--force")
+    assert r.exit_code == 0
+
+
+def test_unwritable_output_folder(cli, tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = cli("generate", "--out", tmp_path / "file" / "sub", "--duration", "0.25", *FAST)
+    assert_one_line_error(r, 4, "not a directory")
+
+
+def test_model_errors(cli, tmp_path, monkeypatch):
+    assert_one_line_error(cli("generate", "--model", "nope", "--out", tmp_path / "o", *FAST), 3, "unknown model")
+    r = cli("generate", "--model", "someone/absent", "--offline", "--out", tmp_path / "o", *FAST)
+    assert_one_line_error(r, 3, "not in the cache and offline mode is on")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = cli("generate", "--model", "someone/absent", "--out", tmp_path / "o", *FAST)
+    assert_one_line_error(r, 3, "offline mode is on")
+
+
+def test_checkpoint_hash_mismatch_via_cli(cli, tmp_path, monkeypatch, tiny_dir):
+    from .test_checkpoints import AUDIO, _archive
+
+    _archive(tiny_dir, tmp_path / "m.tar.gz")
+    (tmp_path / "reg.toml").write_text(f"""
+[models.bad]
+description = "x"
+format = "mtldm"
+source = {{ url = "{(tmp_path / 'm.tar.gz').as_uri()}", sha256 = "{'cd' * 32}" }}
+{AUDIO}
+""")
+    monkeypatch.setenv("MTLDM_REGISTRY", str(tmp_path / "reg.toml"))
+    r = cli("generate", "--model", "bad", "--out", tmp_path / "o", *FAST)
+    assert_one_line_error(r, 3, "sha256 mismatch")
+
+
+def test_json_errors_are_machine_readable(cli, tmp_path):
+    r = cli("separate", tmp_path / "missing.wav", "--json", "--out", tmp_path / "o")
+    assert r.exit_code == 2
+    payload = json.loads(r.stdout)
+    assert payload == {"ok": False, "error": payload["error"], "exit_code": 2} and "no such file" in payload["error"]
+
+
+def test_device_not_available(cli, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = cli("generate", "--device", "cuda", "--out", tmp_path / "o", "-q")
+    assert_one_line_error(r, 2, "CUDA is not available")
+
+
+def test_interrupt_leaves_no_partial_output(cli, tmp_path, monkeypatch):
+    calls = []
+    real_write = sf.write
+
+    def interrupted(*a, **kw):
+        calls.append(a[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_write(*a, **kw)
+
+    monkeypatch.setattr(sf, "write", interrupted)
+    out = tmp_path / "g"
+    r = cli("generate", "--out", out, "--duration", "0.25", *FAST)
+    assert_one_line_error(r, 130, "interrupted")
+    assert list(out.iterdir()) == []
+
+
+def test_internal_errors_are_one_line_unless_debug(cli, tmp_path, monkeypatch):
+    from mtldm_cli import pipeline
+
+    def boom(*a, **kw):
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(pipeline.MultiTrackPipeline, "generate", boom)
+    r = cli("generate", "--out", tmp_path / "o", *FAST)
+    assert_one_line_error(r, 1, "internal error", "MTLDM_DEBUG")
