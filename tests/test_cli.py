@@ -218,3 +218,22 @@ def test_internal_errors_are_one_line_unless_debug(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline.MultiTrackPipeline, "generate", boom)
     r = cli("generate", "--out", tmp_path / "o", *FAST)
     assert_one_line_error(r, 1, "internal error", "MTLDM_DEBUG")
+
+
+def test_stem_from_file_names():
+    from pathlib import Path
+
+    from mtldm_cli.commands.arrange import stem_from_filename
+
+    for name, stem in [("bass.wav", "bass"), ("Drums_take2.flac", "drums"), ("b.wav", "bass"), ("gu.wav", "guitar"),
+                       ("piano-left.wav", "piano"), ("mix.wav", None), ("bassoon.wav", None), ("x.wav", None)]:
+        assert stem_from_filename(Path(name), STEMS) == stem, name
+
+
+def test_arrange_with_abbreviated_file_names(cli, stem_dir, tmp_path):
+    (tmp_path / "b.wav").write_bytes((stem_dir / "bass.wav").read_bytes())
+    (tmp_path / "d.wav").write_bytes((stem_dir / "drums.wav").read_bytes())
+    r = cli("arrange", "--given", tmp_path / "b.wav", tmp_path / "d.wav", "--want", "piano", "--out", tmp_path / "a",
+            "--json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["info"]["given_files"] == {"bass": str(tmp_path / "b.wav"), "drums": str(tmp_path / "d.wav")}

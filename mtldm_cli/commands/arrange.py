@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -11,12 +12,22 @@ import typer
 from ..audio import read_audio
 from ..errors import StemError
 from ._common import (Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
-                      OutOpt, Path, PromptOpt, QuietOpt, RevisionOpt, SeedOpt, StepsOpt, finish, guarded,
-                      load_pipeline, precheck_outputs, progress_callback, split_names)
+                      OutOpt, PromptOpt, QuietOpt, RevisionOpt, SeedOpt, StepsOpt, finish, guarded,
+                      load_pipeline, note, precheck_outputs, progress_callback, split_names)
+
+
+def stem_from_filename(path: Path, stems: tuple[str, ...]) -> str | None:
+    """``bass.wav``, ``bass_take2.flac``, or a unique abbreviation such as ``b.wav`` or ``dr.wav``."""
+    name = path.stem.lower()
+    exact = [s for s in stems if re.fullmatch(rf"{re.escape(s)}([\W_].*)?", name)]
+    if exact:
+        return exact[0]
+    prefix = [s for s in stems if s.startswith(name)]
+    return prefix[0] if len(prefix) == 1 else None
 
 
 def parse_given(items: list[str], stems: tuple[str, ...]) -> dict[str, Path]:
-    """``bass=take3.wav`` names a stem explicitly; ``bass.wav`` or ``bass_01.flac`` by its file name."""
+    """``bass=take3.wav`` names a stem explicitly; ``bass.wav`` names it by its file name."""
     given: dict[str, Path] = {}
     for item in items:
         name, sep, path = item.partition("=")
@@ -27,7 +38,7 @@ def parse_given(items: list[str], stems: tuple[str, ...]) -> dict[str, Path]:
             if item.lower() in stems and not path.exists():
                 raise StemError(f"'{item}' is a stem name, not a file",
                                 "to want several stems write --want piano,guitar")
-            stem = next((s for s in stems if re.fullmatch(rf"{re.escape(s)}([\W_].*)?", path.stem.lower())), None)
+            stem = stem_from_filename(path, stems)
             if stem is None:
                 raise StemError(f"{path}: cannot tell which stem this is from its name",
                                 f"write it as STEM=PATH, e.g. {stems[0]}={path}")
@@ -72,6 +83,7 @@ def arrange(
             read_audio(path)
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     paths = parse_given(items, pipe.stems)
+    note("given: " + ", ".join(f"{s} = {p}" for s, p in paths.items()), quiet or json_out)
     for p in paths.values():
         read_audio(p)
     given_names, want_names = pipe.check_arrangement(paths, want_names)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..audio import read_audio
 from ._common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
-                      OfflineOpt, OutOpt, Path, QuietOpt, RevisionOpt, SeedOpt, StepsOpt, finish, guarded,
+                      OfflineOpt, OutOpt, QuietOpt, RevisionOpt, SeedOpt, StepsOpt, finish, guarded,
                       load_pipeline, precheck_outputs, progress_callback)
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ._common import (DeviceOpt, Device, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
-                      OfflineOpt, OutOpt, Path, PromptOpt, QuietOpt, RevisionOpt, SeedOpt, StepsOpt, check_stem_names,
+                      OfflineOpt, OutOpt, PromptOpt, QuietOpt, RevisionOpt, SeedOpt, StepsOpt, check_stem_names,
                       finish, guarded, load_pipeline, precheck_outputs, progress_callback, split_names)
 
 

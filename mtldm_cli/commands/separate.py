@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from enum import Enum
 from typing import Annotated
 
 import typer
 
 from ..audio import read_audio
-from ._common import (Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, Path, QuietOpt,
+from ._common import (Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
                       RevisionOpt, SeedOpt, StepsOpt, finish, guarded, load_pipeline, precheck_outputs,
                       progress_callback)
 
