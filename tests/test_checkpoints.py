@@ -71,17 +71,19 @@ def _registry(tmp_path, monkeypatch, body: str) -> None:
 AUDIO = 'audio = { sample_rate = 16000, segment_seconds = 10.24, stems = ["bass", "drums", "guitar", "piano"] }'
 
 
+def _entry(tmp_path, monkeypatch, name: str, source: str, audio: str | None = None) -> None:
+    """Register one model entry in an extra registry file."""
+    audio_line = f"audio = {{ {audio} }}" if audio else AUDIO
+    _registry(tmp_path, monkeypatch,
+              f'[models.{name}]\ndescription = "test"\nformat = "mtldm"\nsource = {{ {source} }}\n{audio_line}\n')
+
+
 def test_hub_entry_resolves_from_the_hub_cache_offline(tiny_dir, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     _fake_hub_cache(cache, "someone/tiny", tiny_dir)
     digest = hashlib.sha256((tiny_dir / "unet" / "model.safetensors").read_bytes()).hexdigest()
-    _registry(tmp_path, monkeypatch, f"""
-[models.hubtiny]
-description = "tiny via the hub"
-format = "mtldm"
-source = {{ hf = "someone/tiny", revision = "{REV}", sha256 = {{ "unet/model.safetensors" = "{digest}" }} }}
-{AUDIO}
-""")
+    _entry(tmp_path, monkeypatch, "hubtiny",
+           f'hf = "someone/tiny", revision = "{REV}", sha256 = {{ "unet/model.safetensors" = "{digest}" }}')
     monkeypatch.setenv("MTLDM_OFFLINE", "1")
     pipe = MultiTrackPipeline.from_pretrained("hubtiny", cache_dir=cache, device="cpu")
     assert pipe.source.revision == REV and "someone/tiny" in pipe.source.source
@@ -93,13 +95,8 @@ source = {{ hf = "someone/tiny", revision = "{REV}", sha256 = {{ "unet/model.saf
 def test_hub_sha256_mismatch_is_refused(tiny_dir, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     _fake_hub_cache(cache, "someone/tiny", tiny_dir)
-    _registry(tmp_path, monkeypatch, f"""
-[models.hubtiny]
-description = "x"
-format = "mtldm"
-source = {{ hf = "someone/tiny", revision = "{REV}", sha256 = {{ "unet/model.safetensors" = "{'0' * 64}" }} }}
-{AUDIO}
-""")
+    _entry(tmp_path, monkeypatch, "hubtiny",
+           f'hf = "someone/tiny", revision = "{REV}", sha256 = {{ "unet/model.safetensors" = "{"0" * 64}" }}')
     with pytest.raises(ModelError, match="sha256 mismatch"):
         resolve_model("hubtiny", cache_dir=cache, offline=True)
 
@@ -121,13 +118,7 @@ def _archive(src: Path, dest: Path) -> str:
 
 def test_url_entry_downloads_verifies_and_caches(tiny_dir, tmp_path, monkeypatch):
     digest = _archive(tiny_dir, tmp_path / "model.tar.gz")
-    _registry(tmp_path, monkeypatch, f"""
-[models.urltiny]
-description = "x"
-format = "mtldm"
-source = {{ url = "{(tmp_path / 'model.tar.gz').as_uri()}", sha256 = "{digest}" }}
-{AUDIO}
-""")
+    _entry(tmp_path, monkeypatch, "urltiny", f'url = "{(tmp_path / "model.tar.gz").as_uri()}", sha256 = "{digest}"')
     cache = tmp_path / "c"
     entry = load_registry()["urltiny"]
     assert not is_cached(entry, cache)
@@ -139,13 +130,7 @@ source = {{ url = "{(tmp_path / 'model.tar.gz').as_uri()}", sha256 = "{digest}" 
 
 def test_url_hash_mismatch_is_refused_and_not_kept(tiny_dir, tmp_path, monkeypatch):
     _archive(tiny_dir, tmp_path / "model.tar.gz")
-    _registry(tmp_path, monkeypatch, f"""
-[models.bad]
-description = "x"
-format = "mtldm"
-source = {{ url = "{(tmp_path / 'model.tar.gz').as_uri()}", sha256 = "{'ab' * 32}" }}
-{AUDIO}
-""")
+    _entry(tmp_path, monkeypatch, "bad", f'url = "{(tmp_path / "model.tar.gz").as_uri()}", sha256 = "{"ab" * 32}"')
     cache = tmp_path / "c"
     with pytest.raises(ModelError, match="sha256 mismatch"):
         resolve_model("bad", cache_dir=cache)
@@ -156,13 +141,8 @@ source = {{ url = "{(tmp_path / 'model.tar.gz').as_uri()}", sha256 = "{'ab' * 32
 def test_registry_audio_must_match_the_model(tiny_dir, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     _fake_hub_cache(cache, "someone/tiny", tiny_dir)
-    _registry(tmp_path, monkeypatch, f"""
-[models.wrong]
-description = "x"
-format = "mtldm"
-source = {{ hf = "someone/tiny", revision = "{REV}" }}
-audio = {{ sample_rate = 44100, segment_seconds = 10.24, stems = ["bass", "drums", "guitar", "piano"] }}
-""")
+    _entry(tmp_path, monkeypatch, "wrong", f'hf = "someone/tiny", revision = "{REV}"',
+           audio='sample_rate = 44100, segment_seconds = 10.24, stems = ["bass", "drums", "guitar", "piano"]')
     with pytest.raises(ModelError, match="does not match its registry entry"):
         resolve_model("wrong", cache_dir=cache, offline=True)
 

@@ -161,17 +161,10 @@ def test_model_errors(cli, tmp_path, monkeypatch):
 
 
 def test_checkpoint_hash_mismatch_via_cli(cli, tmp_path, monkeypatch, tiny_dir):
-    from .test_checkpoints import AUDIO, _archive
+    from .test_checkpoints import _archive, _entry
 
     _archive(tiny_dir, tmp_path / "m.tar.gz")
-    (tmp_path / "reg.toml").write_text(f"""
-[models.bad]
-description = "x"
-format = "mtldm"
-source = {{ url = "{(tmp_path / 'm.tar.gz').as_uri()}", sha256 = "{'cd' * 32}" }}
-{AUDIO}
-""")
-    monkeypatch.setenv("MTLDM_REGISTRY", str(tmp_path / "reg.toml"))
+    _entry(tmp_path, monkeypatch, "bad", f'url = "{(tmp_path / "m.tar.gz").as_uri()}", sha256 = "{"cd" * 32}"')
     r = cli("generate", "--model", "bad", "--out", tmp_path / "o", *FAST)
     assert_one_line_error(r, 3, "sha256 mismatch")
 
