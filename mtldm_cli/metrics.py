@@ -7,6 +7,8 @@ from typing import Mapping
 
 import numpy as np
 
+from .audio import is_silent
+
 
 def si_sdr(est: np.ndarray, ref: np.ndarray, eps: float = 1e-8) -> float:
     """Scale-invariant SDR in dB, as MSDM computes it (no mean removal, eps-stabilised)."""
@@ -14,10 +16,6 @@ def si_sdr(est: np.ndarray, ref: np.ndarray, eps: float = 1e-8) -> float:
     alpha = (np.dot(est, ref) + eps) / (np.dot(ref, ref) + eps)
     target = alpha * ref
     return float(10 * np.log10((np.sum(target**2) + eps) / (np.sum((target - est) ** 2) + eps)))
-
-
-def active(x: np.ndarray, threshold: float = 1.5e-5) -> bool:
-    return float(np.mean(np.abs(x))) >= threshold
 
 
 def evaluate_separation(
@@ -48,7 +46,7 @@ def evaluate_separation(
     sdrs: dict[str, list[float]] = {s: [] for s in stems}
     for i in range(count):
         sl = slice(i * hop, i * hop + win)
-        if filter_single_source and sum(active(ref[s][sl]) for s in stems) <= 1:
+        if filter_single_source and sum(not is_silent(ref[s][sl]) for s in stems) <= 1:
             continue
         for s in stems:
             sdr = si_sdr(est[s][sl], ref[s][sl])

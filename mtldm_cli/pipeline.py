@@ -47,9 +47,7 @@ class MultiTrackOutput:
         return len(next(iter(self.stems.values()))) / self.sample_rate
 
     def paths(self, folder: str | os.PathLike) -> dict[str, Path]:
-        folder = Path(folder)
-        names = [*self.stems, "mix"]
-        return {n: folder / f"{n}.wav" for n in names} | {"run.json": folder / "run.json"}
+        return output_paths(folder, self.stems)
 
     def save(self, folder: str | os.PathLike, *, force: bool = False, subtype: str = "pcm16") -> list[Path]:
         """Write ``<stem>.wav`` for each stem, ``mix.wav`` and ``run.json``, all or nothing."""
@@ -60,6 +58,12 @@ class MultiTrackOutput:
         info = self.info | {"files": [p.name for p in written], "sample_rate": self.sample_rate}
         _atomic_write_text(paths["run.json"], json.dumps(info, indent=2, default=str) + "\n")
         return [*written, paths["run.json"]]
+
+
+def output_paths(folder: str | os.PathLike, stems: Iterable[str]) -> dict[str, Path]:
+    """The files a result writes: ``<stem>.wav`` per stem, ``mix.wav`` and ``run.json``."""
+    folder = Path(folder)
+    return {n: folder / f"{n}.wav" for n in [*stems, "mix"]} | {"run.json": folder / "run.json"}
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -119,8 +119,9 @@ def progress_callback(label: str, quiet: bool):
 def precheck_outputs(out: Path, names: list[str], force: bool) -> None:
     """Fail before any model work if outputs exist or the folder can't be written."""
     from ..audio import check_writable
+    from ..pipeline import output_paths
 
-    check_writable([out / f"{n}.wav" for n in [*names, "mix"]] + [out / "run.json"], force=force)
+    check_writable(output_paths(out, names).values(), force=force)
 
 
 def finish(output, out: Path, *, command: str, argv_info: dict, force: bool, float_wav: bool,
