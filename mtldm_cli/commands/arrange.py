@@ -84,8 +84,6 @@ def arrange(
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     paths = parse_given(items, pipe.stems)
     note("given: " + ", ".join(f"{s} = {p}" for s, p in paths.items()), quiet or json_out)
-    for p in paths.values():
-        read_audio(p)
     given_names, want_names = pipe.check_arrangement(paths, want_names)
     precheck_outputs(out, [*given_names, *want_names], force)
     with progress_callback("arranging", quiet or json_out) as cb:
