@@ -1,9 +1,12 @@
-"""The multi-track UNet: a 3-D convolutional UNet whose conv channels are the stems.
+"""The multi-track UNet: MT-MusicLDM's LDM "openaimodel" UNet with ``dims=3``.
 
 Input and output are ``[B, S, C, T, F]`` (stems, latent channels, latent frames, latent mel bins):
-Conv3d treats S as channels and convolves over (C, T, F), as MT-MusicLDM's dims=3 UNet does, so the
-stems exchange information through every convolution and attention layer. Downsampling halves T and
-F only (stride (1, 2, 2)); the latent-channel depth C is kept.
+Conv3d treats S as channels and convolves over (C, T, F), so the stems exchange information through
+every convolution and attention layer. Downsampling halves T and F only (stride (1, 2, 2)); the
+latent-channel depth C is kept.
+
+Module names, shapes and numerics follow the official ``model.diffusion_model.*`` state dict, so a
+converted checkpoint loads with ``strict=True`` and no renaming (see ``convert.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ CONFIG_NAME = "config.json"
 
 
 class UNetConfig(BaseModel):
+    """Defaults are the published full-size model ("4_stems_slakh_with_CALP_ch=192")."""
+
     model_config = ConfigDict(extra="forbid")
 
     stems: int = 4
@@ -49,41 +54,55 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in float32 whatever the input dtype, as LDM does (stable in fp16/bf16)."""
+
+    def forward(self, x):
+        return super().forward(x.float()).type(x.dtype)
+
+
 class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, emb_dim: int, groups: int, dropout: float):
         super().__init__()
-        self.in_layers = nn.Sequential(nn.GroupNorm(groups, cin), nn.SiLU(), nn.Conv3d(cin, cout, 3, padding=1))
+        self.in_layers = nn.Sequential(GroupNorm32(groups, cin), nn.SiLU(), nn.Conv3d(cin, cout, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, cout))
         self.out_layers = nn.Sequential(
-            nn.GroupNorm(groups, cout), nn.SiLU(), nn.Dropout(dropout), nn.Conv3d(cout, cout, 3, padding=1)
+            GroupNorm32(groups, cout), nn.SiLU(), nn.Dropout(dropout), nn.Conv3d(cout, cout, 3, padding=1)
         )
         nn.init.zeros_(self.out_layers[-1].weight)
         nn.init.zeros_(self.out_layers[-1].bias)
-        self.skip = nn.Identity() if cin == cout else nn.Conv3d(cin, cout, 1)
+        self.skip_connection = nn.Identity() if cin == cout else nn.Conv3d(cin, cout, 1)
 
     def forward(self, x, emb):
-        h = self.in_layers(x) + self.emb_layers(emb)[:, :, None, None, None]
-        return self.skip(x) + self.out_layers(h)
+        h = self.in_layers(x)
+        h = h + self.emb_layers(emb).type(h.dtype)[:, :, None, None, None]
+        return self.skip_connection(x) + self.out_layers(h)
 
 
 class Attention(nn.Module):
-    """Self-attention over every (C, T, F) position, so all stems and frames see each other."""
+    """Self-attention over every (C, T, F) position, so all stems and frames see each other.
+
+    The fused ``qkv`` projection is laid out head by head (``[head][q|k|v][channel]``), LDM's
+    "legacy" order, so official weights need no reshuffling.
+    """
 
     def __init__(self, ch: int, head_channels: int, groups: int):
         super().__init__()
-        self.heads = max(1, ch // head_channels)
-        self.norm = nn.GroupNorm(groups, ch)
+        if ch % head_channels:
+            raise ValueError(f"attention width {ch} is not a multiple of num_head_channels {head_channels}")
+        self.heads = ch // head_channels
+        self.norm = GroupNorm32(groups, ch)
         self.qkv = nn.Conv1d(ch, 3 * ch, 1)
-        self.proj = nn.Conv1d(ch, ch, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        self.proj_out = nn.Conv1d(ch, ch, 1)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x):
         b, c, *spatial = x.shape
         qkv = self.qkv(self.norm(x).reshape(b, c, -1))
-        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, -1).transpose(-1, -2).unbind(1)
+        q, k, v = qkv.reshape(b, self.heads, 3, c // self.heads, -1).transpose(-1, -2).unbind(2)
         h = F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(b, c, -1)
-        return x + self.proj(h).reshape(b, c, *spatial)
+        return x + self.proj_out(h).reshape(b, c, *spatial)
 
 
 class Down(nn.Module):
@@ -158,18 +177,19 @@ class MultiTrackUNet(nn.Module):
                     stage.append(Up(ch))
                     ds //= 2
                 self.output_blocks.append(stage)
-        self.out = nn.Sequential(nn.GroupNorm(g, ch), nn.SiLU(), nn.Conv3d(ch, cfg.stems, 3, padding=1))
+        self.out = nn.Sequential(GroupNorm32(g, ch), nn.SiLU(), nn.Conv3d(ch, cfg.stems, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(x.dtype))
+        dtype = self.time_embed[0].weight.dtype
+        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(dtype))
         if self.film_emb is not None:
             if cond is None:
                 raise ValueError("this UNet is conditional: pass a conditioning embedding")
-            emb = torch.cat([emb, self.film_emb(cond.to(x.dtype))], dim=-1)
+            emb = torch.cat([emb, self.film_emb(cond.to(dtype))], dim=-1)
         h, hs = x, []
         for stage in self.input_blocks:
             h = stage(h, emb)

@@ -13,7 +13,7 @@ import torch
 
 from .config import AudioConfig, PipelineConfig, SamplingDefaults
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: UNet module names follow the official state dict
 SEED = 0
 CLAP_DIM = 32
 
