@@ -39,6 +39,8 @@ class Source(BaseModel):
     subfolder: str | None = None
     url: str | None = None
     sha256: str | dict[str, str] | None = None
+    components: dict[str, str] | None = None  # official format: URLs of files the main one may lack
+    tokenizer: str | None = None  # official format: CLAP's RoBERTa tokenizer, "org/name@rev" or a folder
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -47,8 +49,8 @@ class Source(BaseModel):
             raise ValueError("a source needs exactly one of builtin, hf, url")
         if self.hf and not self.revision:
             raise ValueError("an hf source must pin a revision")
-        if self.url and not isinstance(self.sha256, str):
-            raise ValueError("a url source needs its sha256")
+        if self.url and not isinstance(self.sha256, (str, type(None))):
+            raise ValueError("a url source's sha256 is one hex digest")
         return self
 
     @property
@@ -76,9 +78,19 @@ class Entry(BaseModel):
 
     name: str
     description: str
-    format: Literal["mtldm"]
+    format: Literal["mtldm", "mt-musicldm"]
     source: Source
     audio: AudioSummary
+
+    @model_validator(mode="after")
+    def _checked(self):
+        # Our archives must be pinned by digest. Official checkpoints without a published digest are
+        # read with torch.load(weights_only=True), which cannot run code; their digest is recorded.
+        if self.source.url and self.format == "mtldm" and not self.source.sha256:
+            raise ValueError("a url source needs its sha256")
+        if self.format == "mt-musicldm" and not self.source.url:
+            raise ValueError("format mt-musicldm needs a url source (the official .tar.gz)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,8 @@ def resolve_model(
             path = _builtin(src.builtin, cache_dir, progress)
         elif src.kind == "hf":
             path = _from_hub(src.hf, revision or src.revision, src.subfolder, offline, cache_dir, src.sha256, progress)
+        elif entry.format == "mt-musicldm":
+            path = _from_official(entry, offline, cache_dir, progress)
         else:
             path = _from_url(src.url, src.sha256, offline, cache_dir, progress)
         path = check_model_dir(path, spec)
@@ -247,13 +261,11 @@ def _from_hub(repo_id, revision, subfolder, offline, cache_dir, sha256, progress
     return path
 
 
-def _from_url(url: str, sha256: str, offline: bool, cache_dir, progress) -> Path:
-    root = Path(cache_dir or cache_root())
-    target = root / "models" / sha256[:16]
-    if (target / PIPELINE_FILE).is_file():
-        return target
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "model"
-    archive = root / "downloads" / sha256[:16] / name
+def _download(url: str, sha256: str | None, offline: bool, root: Path, progress) -> Path:
+    """Fetch ``url`` once into the cache; verified by ``sha256`` when one is known."""
+    key = sha256[:16] if sha256 else "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
+    name = urllib.request.url2pathname(url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]) or "download"
+    archive = root / "downloads" / key / name
     if not archive.is_file():
         if offline:
             raise ModelError(f"{url} is not in the cache and offline mode is on", "run once online")
@@ -269,11 +281,21 @@ def _from_url(url: str, sha256: str, offline: bool, cache_dir, progress) -> Path
             reason = getattr(e, "reason", e)
             raise ModelError(f"{url}: download failed ({reason})", "check the network, or the URL") from None
         tmp.replace(archive)
-    try:
-        verify_sha256(archive, sha256)
-    except ModelError:
-        archive.unlink(missing_ok=True)
-        raise
+    if sha256:
+        try:
+            verify_sha256(archive, sha256)
+        except ModelError:
+            archive.unlink(missing_ok=True)
+            raise
+    return archive
+
+
+def _from_url(url: str, sha256: str, offline: bool, cache_dir, progress) -> Path:
+    root = Path(cache_dir or cache_root())
+    target = root / "models" / sha256[:16]
+    if (target / PIPELINE_FILE).is_file():
+        return target
+    archive = _download(url, sha256, offline, root, progress)
     tmp_dir = Path(tempfile.mkdtemp(prefix=".extract.", dir=archive.parent))
     try:
         _extract(archive, tmp_dir)
@@ -284,6 +306,37 @@ def _from_url(url: str, sha256: str, offline: bool, cache_dir, progress) -> Path
         shutil.move(str(src), target)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+    return target
+
+
+def official_cache_dir(entry: Entry, cache_dir=None) -> Path:
+    digest = hashlib.sha256((entry.source.url or "").encode()).hexdigest()[:12]
+    return Path(cache_dir or cache_root()) / "converted" / f"{entry.name}-{digest}"
+
+
+def _from_official(entry: Entry, offline: bool, cache_dir, progress) -> Path:
+    """Download the authors' release (and, when needed, the component files) and convert it once."""
+    from .convert import convert
+
+    target = official_cache_dir(entry, cache_dir)
+    if (target / PIPELINE_FILE).is_file():
+        return target
+    root = Path(cache_dir or cache_root())
+    src = entry.source
+    archive = _download(src.url, src.sha256, offline, root, progress)
+    extra = src.components or {}
+
+    def fetch(part: str) -> Path:
+        if part not in extra:
+            raise ModelError(f"{entry.name}: the release lacks the {part} weights and the registry names no file for them",
+                             "add a components URL to the registry entry")
+        return _download(extra[part], None, offline, root, progress)
+
+    if progress:
+        progress(f"converting {archive.name} (once)")
+    kwargs = {"tokenizer": src.tokenizer} if src.tokenizer else {}
+    provenance = {"url": src.url, "sha256": sha256_file(archive)}
+    convert(archive, target, name=entry.name, fetch=fetch, progress=progress, provenance=provenance, **kwargs)
     return target
 
 
@@ -326,6 +379,8 @@ def is_cached(entry: Entry, cache_dir=None) -> bool:
             from .tiny import BUILD_VERSION
 
             return (Path(cache_dir or cache_root()) / "builtin" / f"{src.builtin}-v{BUILD_VERSION}" / PIPELINE_FILE).is_file()
+        if entry.format == "mt-musicldm":
+            return (official_cache_dir(entry, cache_dir) / PIPELINE_FILE).is_file()
         if src.kind == "url":
             return (Path(cache_dir or cache_root()) / "models" / src.sha256[:16] / PIPELINE_FILE).is_file()
         _from_hub(src.hf, src.revision, src.subfolder, True, cache_dir, None, None)

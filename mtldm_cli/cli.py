@@ -9,6 +9,7 @@ import typer
 from . import __version__
 from .commands.arrange import arrange
 from .commands.condition import condition
+from .commands.convert import convert
 from .commands.evaluate import evaluate
 from .commands.generate import generate
 from .commands.models import models
@@ -24,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for command in (generate, condition, arrange, separate, evaluate, models):
+for command in (generate, condition, arrange, separate, evaluate, convert, models):
     app.command()(command)
 
 
