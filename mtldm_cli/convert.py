@@ -63,10 +63,10 @@ class Report:
                 "sources": self.sources, "notes": self.notes}
 
 
-def _unaccounted(component: str, keys, hint: str) -> ModelError:
+def _unaccounted(component: str, keys, hint: str, kind: str = "unexpected") -> ModelError:
     keys = sorted(keys)
     shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-    return ModelError(f"{component}: {len(keys)} unexpected checkpoint keys ({shown})", hint)
+    return ModelError(f"{component}: {len(keys)} {kind} checkpoint keys ({shown})", hint)
 
 
 def _load_strict(module: torch.nn.Module, state: StateDict, component: str) -> None:
@@ -74,7 +74,7 @@ def _load_strict(module: torch.nn.Module, state: StateDict, component: str) -> N
     ours = module.state_dict()
     missing, extra = set(ours) - set(state), set(state) - set(ours)
     if missing:
-        raise _unaccounted(component, missing, "the checkpoint lacks these keys: is it the right file?") from None
+        raise _unaccounted(component, missing, "is it the right file?", kind="missing")
     if extra:
         raise _unaccounted(component, extra, "the checkpoint has keys this model does not: is it the right file?")
     bad = [k for k in ours if ours[k].shape != state[k].shape]

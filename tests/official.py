@@ -52,14 +52,13 @@ def unet_plan(mc=32, mult=(1, 2), nrb=1, attn=(2,), stems=4):
     return inputs, middle, outputs, ch
 
 
-def unet_state(*, mc=32, mult=(1, 2), nrb=1, attn=(2,), stems=4, cond_dim=24, seed=0) -> dict:
-    """An official ``model.diffusion_model.*`` state dict (without the prefix), random weights."""
-    g = torch.Generator().manual_seed(seed)
-    sd, tdim = {}, 4 * mc
+def unet_shapes(*, mc=32, mult=(1, 2), nrb=1, attn=(2,), stems=4, cond_dim=24) -> dict:
+    """Names and shapes of an official ``model.diffusion_model.*`` state dict (without the prefix)."""
+    shapes, tdim = {}, 4 * mc
     emb = 2 * tdim if cond_dim else tdim
 
     def p(name, *shape):
-        sd[name] = _rand(shape, g, 0.3 if len(shape) == 1 and "norm" not in name else 0.05)
+        shapes[name] = shape
 
     def add(prefix, op):
         kind = op[0]
@@ -99,7 +98,18 @@ def unet_state(*, mc=32, mult=(1, 2), nrb=1, attn=(2,), stems=4, cond_dim=24, se
             add(f"output_blocks.{i}.{j}", op)
     p("out.0.weight", ch), p("out.0.bias", ch)
     p("out.2.weight", stems, mc, 3, 3, 3), p("out.2.bias", stems)
-    return sd
+    return shapes
+
+
+def unet_state(*, cond_dim=24, seed=0, **cfg) -> dict:
+    """Random weights in the official layout; GroupNorm scales near 1, nothing zero-initialised."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in unet_shapes(cond_dim=cond_dim, **cfg).items():
+        scale = len(shape) == 1 and "norm" in name.replace("in_layers.0", "norm").replace("out_layers.0", "norm") \
+            and name.endswith("weight")
+        out[name] = _rand(shape, g, 0.05 if len(shape) > 1 else 0.2) + (1.0 if scale else 0.0)
+    return out
 
 
 def unet_reference(sd, x, t, y, *, mc=32, mult=(1, 2), nrb=1, attn=(2,), head_channels=32):
