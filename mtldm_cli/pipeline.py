@@ -21,13 +21,14 @@ import torch
 from . import __version__
 from .audio import AudioLike, MelFrontEnd, check_writable, is_silent, save_audio_files, to_mono_tensor
 from .checkpoints import PIPELINE_FILE, ResolvedModel, resolve_model
-from .config import PipelineConfig
+from .config import PRESETS, PipelineConfig
 from .errors import InputError, ModelError, StemError
-from .samplers import cfg_model_fn, sample_ddim
+from .samplers import cfg_model_fn, sample_ddim, sample_scheduler
 from .separation import eps_score, karras_sigmas, sample_separation, separation_differential
 
 Callback = Callable[[dict], None] | None
 METHODS = ("dirac", "gaussian")
+SAMPLERS = ("ddim", "dpm++")
 
 
 @dataclass
@@ -197,12 +198,46 @@ class MultiTrackPipeline:
         return max(1, round(seconds * self.sample_rate))
 
     # -- building blocks -------------------------------------------------------------------------
+    @property
+    def window(self) -> int:
+        """Latent frames the model was trained on (10.24 s): longer audio is done window by window."""
+        return self.config.audio.segment_frames // self.vae_factor
+
+    def window_starts(self, frames: int) -> list[int]:
+        """First latent frame of each window covering ``frames``; consecutive windows overlap."""
+        w = self.window
+        if frames <= w:
+            return [0]
+        lat_per_s = self.sample_rate / self.config.audio.hop_length / self.vae_factor
+        overlap = min(w // 2, max(1, round(self.config.sampling.window_overlap_seconds * lat_per_s)))
+        starts = list(range(0, frames - w, w - overlap))
+        return starts + [frames - w]
+
+    def _by_windows(self, fn, x: torch.Tensor, frames: int, scale_in: int, scale_out: int) -> torch.Tensor:
+        """Apply ``fn`` window by window along dim -2, cutting each overlap at its middle."""
+        starts = self.window_starts(frames)
+        if len(starts) == 1:
+            return fn(x)
+        w, pieces, done = self.window, [], 0
+        for k, a in enumerate(starts):
+            e = a + w
+            cut = (starts[k + 1] + e) // 2 if k + 1 < len(starts) else frames
+            y = fn(x[..., a * scale_in:e * scale_in, :])
+            pieces.append(y[..., (done - a) * scale_out:(cut - a) * scale_out, :])
+            done = cut
+        return torch.cat(pieces, dim=-2)
+
     @torch.no_grad()
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, S, N]`` waveforms -> ``[B, S, C, T, F]`` scaled latents (posterior mode)."""
         b, s, n = wav.shape
-        mel = self.mel(wav.to(self.device).reshape(b * s, n), self._frames(n))[:, None]
-        z = self.vae.encode(mel).latent_dist.mode() * self.vae.config.scaling_factor
+        frames = self._frames(n)
+        mel = self.mel(wav.to(self.device).reshape(b * s, n), frames)[:, None]
+
+        def enc(m):
+            return self.vae.encode(m).latent_dist.mode()
+
+        z = self._by_windows(enc, mel, frames // self.vae_factor, self.vae_factor, 1) * self.vae.config.scaling_factor
         return z.reshape(b, s, *z.shape[1:])
 
     @torch.no_grad()
@@ -210,7 +245,11 @@ class MultiTrackPipeline:
         """``[B, S, C, T, F]`` latents -> ``[B, S, samples]`` waveforms on the CPU."""
         b, s = latents.shape[:2]
         z = latents.reshape(b * s, *latents.shape[2:]) / self.vae.config.scaling_factor
-        mel = self.vae.decode(z).sample[:, 0]
+
+        def dec(x):
+            return self.vae.decode(x).sample
+
+        mel = self._by_windows(dec, z, z.shape[-2], 1, self.vae_factor)[:, 0]
         wav = self.vocoder(mel)
         wav = torch.nn.functional.pad(wav, (0, max(0, samples - wav.shape[-1])))[..., :samples]
         return wav.reshape(b, s, samples).float().cpu()
@@ -253,31 +292,80 @@ class MultiTrackPipeline:
         return to_mono_tensor(audio, sample_rate, self.sample_rate, name)
 
     # -- sampling core ---------------------------------------------------------------------------
-    def _sample(self, *, samples: int, cond, steps: int | None, guidance: float, eta: float | None,
-                seed: int | None, known=None, callback: Callback = None) -> tuple[torch.Tensor, dict]:
-        steps = steps or self.config.sampling.steps
+    def _sampling(self, preset: str | None, sampler: str | None, steps: int | None, eta: float | None):
+        """Resolve (sampler, steps, eta): explicit values, else the preset, else the model's defaults."""
+        base = self.config.sampling.model_dump()
+        if preset is not None:
+            if preset not in PRESETS:
+                raise InputError(f"unknown preset '{preset}'", f"use one of: {', '.join(PRESETS)}")
+            base |= PRESETS[preset]
+        sampler = sampler or base["sampler"]
+        if sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler '{sampler}'", f"use one of: {', '.join(SAMPLERS)}")
+        steps = steps or base["steps"]
         if steps < 1:
             raise InputError(f"--steps {steps}: must be at least 1")
-        eta = self.config.sampling.eta if eta is None else eta
+        return sampler, steps, base["eta"] if eta is None else eta
+
+    def _denoise(self, model_fn, x, *, sampler: str, steps: int, eta: float, generator, known, callback):
+        if sampler == "ddim":
+            self.scheduler.set_timesteps(steps)
+            return sample_ddim(model_fn, x, self.scheduler.alphas_cumprod, self.scheduler.timesteps, eta=eta,
+                               final_alpha=float(self.scheduler.final_alpha_cumprod), generator=generator,
+                               known=known, callback=callback)
+        from diffusers import DPMSolverMultistepScheduler
+
+        sched = DPMSolverMultistepScheduler.from_config(
+            self.scheduler.config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing",
+            steps_offset=0, final_sigmas_type="zero")
+        sched.set_timesteps(steps, device=x.device)
+        return sample_scheduler(model_fn, x, sched, generator=generator, known=known, callback=callback)
+
+    def _sample(self, *, samples: int, cond, steps: int | None, guidance: float, eta: float | None,
+                seed: int | None, known=None, callback: Callback = None, preset: str | None = None,
+                sampler: str | None = None) -> tuple[torch.Tensor, dict]:
+        """Sample ``samples`` of audio; beyond one window, window by window with overlap.
+
+        Each window after the first imputes its overlap with the previous window's result (like a
+        given stem), so the music continues across the border. ``known = (x0, mask)`` is the
+        full-length latent of the given stems and the per-stem mask.
+        """
+        sampler, steps, eta = self._sampling(preset, sampler, steps, eta)
         seed = secrets.randbelow(2**31) if seed is None else seed
         g = torch.Generator().manual_seed(seed)
-        frames = self._frames(samples)
-        shape = (1, len(self.stems), self.unet.config.latent_channels, frames // self.vae_factor,
-                 self.config.audio.n_mels // self.vae_factor)
-        x = torch.randn(shape, generator=g).to(self.device)
+        frames = self._frames(samples) // self.vae_factor
+        shape = (1, len(self.stems), self.unet.config.latent_channels, frames, self.config.audio.n_mels // self.vae_factor)
         uncond = self.null_embedding()
         if cond is None:
             cond, guidance = uncond, 1.0
-        self.scheduler.set_timesteps(steps)
+        model_fn = cfg_model_fn(self.unet, cond, uncond, guidance)
+        starts = self.window_starts(frames)
+        width = min(frames, self.window)
+        z = torch.zeros(shape, device=self.device)
+        done = 0
         t0 = time.perf_counter()
-        z = sample_ddim(
-            cfg_model_fn(self.unet, cond, uncond, guidance), x, self.scheduler.alphas_cumprod,
-            self.scheduler.timesteps, eta=eta, final_alpha=float(self.scheduler.final_alpha_cumprod),
-            generator=g, known=known, callback=callback,
-        )
+        for k, a in enumerate(starts):
+            e = a + width
+            x = torch.randn((*shape[:3], width, shape[4]), generator=g).to(self.device)
+            x0 = torch.zeros_like(x)
+            mask = torch.zeros(1, shape[1], 1, width, 1, device=self.device)
+            if known is not None:
+                x0 = known[0][..., a:e, :].clone()
+                mask = mask + known[1]
+            if done > a:  # the overlap with the previous window is known
+                x0[..., : done - a, :] = z[..., a:done, :]
+                mask[..., : done - a, :] = 1.0
+            step_cb = None
+            if callback is not None:
+                def step_cb(info, k=k):
+                    callback(info | {"i": k * steps + info["i"], "total": len(starts) * steps, "window": k})
+            z[..., a:e, :] = self._denoise(model_fn, x, sampler=sampler, steps=steps, eta=eta, generator=g,
+                                           known=(x0, mask.clamp(max=1)) if mask.any() else None, callback=step_cb)
+            done = e
         t1 = time.perf_counter()
         wav = self.decode(z, samples)
-        info = dict(seed=seed, steps=steps, eta=eta, guidance=guidance, sampler="ddim",
+        info = dict(seed=seed, sampler=sampler, steps=steps, guidance=guidance, windows=len(starts),
+                    **({"eta": eta} if sampler == "ddim" else {}),
                     timings=dict(sample_s=round(t1 - t0, 3), decode_s=round(time.perf_counter() - t1, 3)))
         return wav[0], info
 
@@ -290,18 +378,19 @@ class MultiTrackPipeline:
     # -- tasks -----------------------------------------------------------------------------------
     def generate(self, prompt: str | None = None, *, duration: float | None = None, steps: int | None = None,
                  guidance: float | None = None, eta: float | None = None, seed: int | None = None,
-                 callback: Callback = None) -> MultiTrackOutput:
+                 preset: str | None = None, sampler: str | None = None, callback: Callback = None) -> MultiTrackOutput:
         """All stems from noise; steered by the CLAP text embedding of ``prompt`` when given."""
         cond = self.embed_text([prompt]).to(self.device) if prompt else None
         guidance = self.config.sampling.guidance if guidance is None else guidance
         samples = self._samples(duration)
         wav, info = self._sample(samples=samples, cond=cond, steps=steps, guidance=guidance, eta=eta,
-                                 seed=seed, callback=callback)
+                                 seed=seed, preset=preset, sampler=sampler, callback=callback)
         return self._output(wav, self.stems, self._info("generate", prompt=prompt, **info))
 
     def condition(self, reference: AudioLike, *, sample_rate: int | None = None, duration: float | None = None,
                   steps: int | None = None, guidance: float | None = None, eta: float | None = None,
-                  seed: int | None = None, callback: Callback = None) -> MultiTrackOutput:
+                  seed: int | None = None, preset: str | None = None, sampler: str | None = None,
+                  callback: Callback = None) -> MultiTrackOutput:
         """All stems, steered by the CLAP audio embedding of a reference clip."""
         self._require_clap("a reference clip")
         ref = self._load(reference, sample_rate, "reference")
@@ -310,13 +399,13 @@ class MultiTrackPipeline:
         cond = self.embed_audio(ref[None])
         guidance = self.config.sampling.guidance if guidance is None else guidance
         wav, info = self._sample(samples=self._samples(duration), cond=cond, steps=steps, guidance=guidance,
-                                 eta=eta, seed=seed, callback=callback)
+                                 eta=eta, seed=seed, preset=preset, sampler=sampler, callback=callback)
         return self._output(wav, self.stems, self._info("condition", reference=_name(reference, None), **info))
 
     def arrange(self, given: Mapping[str, AudioLike], want: Iterable[str] | None = None, *,
                 sample_rate: int | None = None, prompt: str | None = None, steps: int | None = None,
                 guidance: float | None = None, eta: float | None = None, seed: int | None = None,
-                callback: Callback = None) -> MultiTrackOutput:
+                preset: str | None = None, sampler: str | None = None, callback: Callback = None) -> MultiTrackOutput:
         """Generate the ``want`` stems to fit the ``given`` ones (default: every stem not given).
 
         Given stems are imputed at every step and returned sample-exact. The condition is the text
@@ -343,7 +432,7 @@ class MultiTrackPipeline:
             cond = self.embed_audio(given_mix)
         guidance = self.config.sampling.arrange_guidance if guidance is None else guidance
         wav, info = self._sample(samples=samples, cond=cond, steps=steps, guidance=guidance, eta=eta, seed=seed,
-                                 known=(x0, mask), callback=callback)
+                                 known=(x0, mask), preset=preset, sampler=sampler, callback=callback)
         for s, w in wavs.items():
             wav[self.stems.index(s)] = w
         keep = [s for s in self.stems if s in wavs or s in want_names]

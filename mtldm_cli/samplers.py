@@ -79,3 +79,40 @@ def sample_ddim(
         x0_known, mask = known
         x = mask * x0_known + (1 - mask) * x
     return x
+
+
+def sample_scheduler(
+    model_fn: ModelFn,
+    x: torch.Tensor,
+    scheduler,
+    *,
+    generator: torch.Generator | None = None,
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """Any diffusers scheduler (``set_timesteps`` already called) driven by ``model_fn``.
+
+    Imputation of ``known = (x0, mask)`` is as in :func:`sample_ddim`, using the scheduler's own
+    forward process at the current timestep.
+    """
+
+    def noise_like(v):
+        return torch.randn(v.shape, generator=generator, dtype=v.dtype, device="cpu").to(v.device)
+
+    x = x * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    n = len(timesteps)
+    for i, t in enumerate(timesteps):
+        if known is not None:
+            x0_known, mask = known
+            noisy = scheduler.add_noise(x0_known, noise_like(x), t.reshape(1))
+            x = mask * noisy + (1 - mask) * x
+        eps = model_fn(scheduler.scale_model_input(x, t), t.to(x.device))
+        out = scheduler.step(eps, t, x, generator=generator)
+        x = out.prev_sample
+        if callback is not None:
+            callback({"i": i, "total": n, "t": int(t), "x": x, "denoised": getattr(out, "pred_original_sample", None)})
+    if known is not None:
+        x0_known, mask = known
+        x = mask * x0_known + (1 - mask) * x
+    return x

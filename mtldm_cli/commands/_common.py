@@ -32,17 +32,35 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name, loc
 RevisionOpt = Annotated[Optional[str], typer.Option(help="Hub revision (commit, tag, branch) to use instead of the registry's pin.")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached models (also MTLDM_OFFLINE=1 or HF_HUB_OFFLINE=1).")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run.")]
-StepsOpt = Annotated[Optional[int], typer.Option(min=1, help="Sampler steps (default: the model's).")]
+StepsOpt = Annotated[Optional[int], typer.Option(min=1, help="Sampler steps, overriding the preset's.")]
 GuidanceOpt = Annotated[Optional[float], typer.Option(min=0.0, help="Classifier-free guidance scale (default: the model's).")]
-EtaOpt = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="DDIM eta: 0 deterministic, 1 ancestral (default: the model's).")]
+class Preset(str, Enum):
+    paper = "paper"
+    fast = "fast"
+
+
+class SamplerName(str, Enum):
+    ddim = "ddim"
+    dpm = "dpm++"
+
+
+PresetOpt = Annotated[Optional[Preset], typer.Option(help="paper: DDIM 200 steps, eta 1 (the authors'); fast: DPM-Solver++ 25 steps (default: the model's).")]
+SamplerOpt = Annotated[Optional[SamplerName], typer.Option(help="Sampler, overriding the preset's.")]
+EtaOpt = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="DDIM eta: 0 deterministic, 1 ancestral (default: the model's; ignored by dpm++).")]
 SeedOpt = Annotated[Optional[int], typer.Option(min=0, help="Random seed; recorded in run.json when not given.")]
-DurationOpt = Annotated[Optional[float], typer.Option(min=0.01, help="Seconds to generate (default: the model's segment).")]
+DurationOpt = Annotated[Optional[float], typer.Option(min=0.01, help="Seconds to generate (default: the model's 10.24 s segment; longer is done in overlapping windows).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder for <stem>.wav, mix.wav and run.json.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 FloatOpt = Annotated[bool, typer.Option("--float", help="Write 32-bit float WAVs instead of 16-bit PCM.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (errors too).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text prompt (CLAP text embedding).")]
+
+
+def sampling_kwargs(*, preset, sampler, steps, guidance, eta, seed) -> dict:
+    """The sampling options every generating command passes to the pipeline."""
+    return dict(preset=preset and preset.value, sampler=sampler and sampler.value, steps=steps,
+                guidance=guidance, eta=eta, seed=seed)
 
 
 def guarded(fn: Callable) -> Callable:

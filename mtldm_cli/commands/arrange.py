@@ -12,8 +12,9 @@ import typer
 from ..audio import read_audio
 from ..errors import StemError
 from ._common import (Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
-                      OutOpt, PromptOpt, QuietOpt, RevisionOpt, SeedOpt, StepsOpt, finish, guarded,
-                      load_pipeline, note, precheck_outputs, progress_callback, split_names)
+                      OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
+                      guarded, load_pipeline, note, precheck_outputs, progress_callback, sampling_kwargs,
+                      split_names)
 
 
 def stem_from_filename(path: Path, stems: tuple[str, ...]) -> str | None:
@@ -56,6 +57,8 @@ def arrange(
     prompt: PromptOpt = None,
     out: OutOpt = Path("out"),
     model: ModelOpt = "tiny-random",
+    preset: PresetOpt = None,
+    sampler: SamplerOpt = None,
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
     eta: EtaOpt = None,
@@ -87,7 +90,7 @@ def arrange(
     given_names, want_names = pipe.check_arrangement(paths, want_names)
     precheck_outputs(out, [*given_names, *want_names], force)
     with progress_callback("arranging", quiet or json_out) as cb:
-        result = pipe.arrange({s: str(p) for s, p in paths.items()}, want_names, prompt=prompt, steps=steps,
-                              guidance=guidance, eta=eta, seed=seed, callback=cb)
+        result = pipe.arrange({s: str(p) for s, p in paths.items()}, want_names, prompt=prompt, callback=cb,
+                              **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
     finish(result, out, command="arrange", argv_info={"given_files": {s: str(p) for s, p in paths.items()}},
            force=force, float_wav=float_wav, json_out=json_out, quiet=quiet, started=started)

@@ -10,8 +10,8 @@ import typer
 
 from ..audio import read_audio
 from ._common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
-                      OfflineOpt, OutOpt, QuietOpt, RevisionOpt, SeedOpt, StepsOpt, finish, guarded,
-                      load_pipeline, precheck_outputs, progress_callback)
+                      OfflineOpt, OutOpt, PresetOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
+                      guarded, load_pipeline, precheck_outputs, progress_callback, sampling_kwargs)
 
 
 @guarded
@@ -19,6 +19,8 @@ def condition(
     ref: Annotated[Path, typer.Option("--ref", "-r", help="Reference clip (any format soundfile reads).")],
     out: OutOpt = Path("out"),
     model: ModelOpt = "tiny-random",
+    preset: PresetOpt = None,
+    sampler: SamplerOpt = None,
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
     eta: EtaOpt = None,
@@ -38,7 +40,7 @@ def condition(
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     precheck_outputs(out, list(pipe.stems), force)
     with progress_callback("generating", quiet or json_out) as cb:
-        result = pipe.condition(ref, duration=duration, steps=steps, guidance=guidance, eta=eta,
-                                seed=seed, callback=cb)
+        result = pipe.condition(ref, duration=duration, callback=cb,
+                                **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
     finish(result, out, command="condition", argv_info={"reference": str(ref)}, force=force,
            float_wav=float_wav, json_out=json_out, quiet=quiet, started=started)

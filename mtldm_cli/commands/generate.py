@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (DeviceOpt, Device, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
-                      OfflineOpt, OutOpt, PromptOpt, QuietOpt, RevisionOpt, SeedOpt, StepsOpt, check_stem_names,
-                      finish, guarded, load_pipeline, precheck_outputs, progress_callback, split_names)
+from ._common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
+                      OfflineOpt, OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt,
+                      StepsOpt, check_stem_names, finish, guarded, load_pipeline, precheck_outputs,
+                      progress_callback, sampling_kwargs, split_names)
 
 
 @guarded
@@ -19,6 +20,8 @@ def generate(
     stems: Annotated[Optional[list[str]], typer.Option(help="Stems to write, e.g. bass,drums (default: all).")] = None,
     out: OutOpt = Path("out"),
     model: ModelOpt = "tiny-random",
+    preset: PresetOpt = None,
+    sampler: SamplerOpt = None,
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
     eta: EtaOpt = None,
@@ -42,8 +45,8 @@ def generate(
     check_stem_names(names, pipe.stems, "--stems")
     precheck_outputs(out, names or list(pipe.stems), force)
     with progress_callback("generating", quiet or json_out) as cb:
-        result = pipe.generate(prompt, duration=duration, steps=steps, guidance=guidance, eta=eta, seed=seed,
-                               callback=cb)
+        result = pipe.generate(prompt, duration=duration, callback=cb,
+                               **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
     if names:
         result.stems = {s: w for s, w in result.stems.items() if s in names}
         result.info["stems"] = list(result.stems)
