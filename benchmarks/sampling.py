@@ -1,0 +1,203 @@
+"""Sampling cost on the full-size architecture (random weights), and sampler accuracy.
+
+    python benchmarks/sampling.py                      # CPU, 2 threads
+    python benchmarks/sampling.py --device cuda --dtype bf16 --compile
+
+1. One UNet forward (CFG batch of 2) on one 10.24 s, 4-stem latent [1, 4, 8, 256, 16].
+2. A whole `generate` (UNet + VAE decode + HiFi-GAN) at the paper preset (DDIM 200, eta 1) and the
+   fast default (DPM-Solver++ 25), run one after the other in this process; their ratio.
+   On a CPU the generate runs use --generate-seconds of audio (default 0.32 s) so the paper preset
+   finishes in minutes: the ratio is what to read there, not the absolute times.
+3. Sampler accuracy: how far each deterministic sampler's result lies from a 999-step DDIM (eta 0,
+   every training timestep) solution of the same ODE, from the same noise, on --accuracy-model
+   (default tiny-random: a trained model is needed for a verdict on audio quality).
+
+Prints a JSON report (machine, date, settings, figures). Weights are random: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mtldm_cli.config import AudioConfig, PipelineConfig  # noqa: E402
+from mtldm_cli.model import MultiTrackUNet, UNetConfig  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_full_random(folder: Path) -> Path:
+    """The published architecture with random weights: VAE, UNet, HiFi-GAN; a small CLAP (512-d)."""
+    from diffusers import AutoencoderKL
+    from transformers import (ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig, RobertaTokenizer,
+                              SpeechT5HifiGan, SpeechT5HifiGanConfig)
+
+    from mtldm_cli import tiny
+    from mtldm_cli.convert import clap_processor
+    from mtldm_cli.pipeline import _quiet_libraries
+
+    _quiet_libraries()
+    torch.manual_seed(0)
+    audio = AudioConfig()
+    AutoencoderKL(in_channels=1, out_channels=1, latent_channels=8, block_out_channels=(128, 256, 512),
+                  layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 3,
+                  up_block_types=("UpDecoderBlock2D",) * 3, sample_size=1024).save_pretrained(folder / "vae")
+    unet = MultiTrackUNet(UNetConfig())
+    tiny._perturb_zero_init(unet)
+    unet.save_pretrained(folder / "unet")
+    SpeechT5HifiGan(SpeechT5HifiGanConfig(
+        model_in_dim=64, sampling_rate=16000, upsample_initial_channel=1024, upsample_rates=[5, 4, 2, 2, 2],
+        upsample_kernel_sizes=[16, 16, 8, 4, 4], resblock_kernel_sizes=[3, 7, 11],
+        resblock_dilation_sizes=[[1, 3, 5]] * 3, normalize_before=False)).save_pretrained(folder / "vocoder")
+    tiny.scheduler().save_pretrained(folder / "scheduler")
+    # CLAP runs once per call, not per step: a small one with the real 512-d output suffices here.
+    cfg = PipelineConfig(name="full-random", description="benchmark only", audio=audio, clap_max_seconds=2.0)
+    clap_audio = ClapAudioConfig(num_mel_bins=16, window_size=4, spec_size=64, patch_size=2, patch_stride=[2, 2],
+                                 hidden_size=16, patch_embeds_hidden_size=8, projection_dim=512, depths=[1, 1],
+                                 num_attention_heads=[2, 2], num_hidden_layers=2)
+    clap_text = ClapTextConfig(vocab_size=262, hidden_size=16, projection_dim=512, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=32, max_position_embeddings=130)
+    ClapModel(ClapConfig(text_config=clap_text.to_dict(), audio_config=clap_audio.to_dict(),
+                         projection_dim=512)).save_pretrained(folder / "clap")
+    vocab, merges = tiny._byte_level_vocab(folder / "_vocab")
+    RobertaTokenizer(str(vocab), str(merges), model_max_length=128).save_pretrained(folder / "_tok")
+    clap_processor(folder / "_tok", mels=16, max_seconds=cfg.clap_max_seconds).save_pretrained(folder / "clap")
+    (folder / "pipeline.json").write_text(cfg.model_dump_json(indent=2))
+    return folder
+
+
+def autocast(device: str, dtype: str):
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_forward(pipe, args) -> dict:
+    unet = pipe.unet
+    if args.compile:
+        unet = torch.compile(unet)
+    x = torch.randn(2, 4, 8, 256, 16, device=pipe.device)
+    t = torch.tensor([500, 500], device=pipe.device)
+    y = torch.randn(2, 512, device=pipe.device)
+    times = []
+    with torch.no_grad(), autocast(pipe.device.type, args.dtype):
+        for _ in range(args.warmup + args.repeats):
+            sync(args.device)
+            t0 = time.perf_counter()
+            unet(x, t, y)
+            sync(args.device)
+            times.append(time.perf_counter() - t0)
+    return {"shape": [2, 4, 8, 256, 16], "seconds": [round(s, 3) for s in times[args.warmup:]],
+            "warmup": args.warmup, "peak_rss_mb": round(peak_rss_mb()), **gpu_peak(args.device)}
+
+
+def gpu_peak(device: str) -> dict:
+    if device != "cuda":
+        return {}
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    torch.cuda.reset_peak_memory_stats()
+    return {"peak_cuda_mb": round(peak)}
+
+
+def time_generate(pipe, args) -> dict:
+    out = {}
+    for preset in ("paper", "fast"):
+        sync(args.device)
+        t0 = time.perf_counter()
+        with autocast(pipe.device.type, args.dtype):
+            res = pipe.generate("a song", duration=args.generate_seconds, preset=preset, seed=0)
+        sync(args.device)
+        out[preset] = {"seconds": round(time.perf_counter() - t0, 3), "sampler": res.info["sampler"],
+                       "steps": res.info["steps"], "peak_rss_mb": round(peak_rss_mb()), **gpu_peak(args.device)}
+    out["paper_over_fast"] = round(out["paper"]["seconds"] / out["fast"]["seconds"], 2)
+    out["audio_seconds"] = args.generate_seconds
+    return out
+
+
+def accuracy(model: str, steps_list: list[int]) -> dict:
+    """Relative L2 distance of each sampler's final latent from a 999-step DDIM (eta 0) solution."""
+    from mtldm_cli import MultiTrackPipeline
+    from mtldm_cli.samplers import cfg_model_fn
+
+    pipe = MultiTrackPipeline.from_pretrained(model, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    shape = (1, len(pipe.stems), pipe.unet.config.latent_channels, pipe.window, pipe.config.audio.n_mels // pipe.vae_factor)
+    noise = torch.randn(shape, generator=g)
+    cond = pipe.embed_text(["a song"]) if pipe.conditional else None
+    fn = cfg_model_fn(pipe.unet, cond, pipe.null_embedding(), pipe.config.sampling.guidance)
+
+    def run(sampler, steps):
+        with torch.no_grad():
+            return pipe._denoise(fn, noise.clone(), sampler=sampler, steps=steps, eta=0.0, generator=None,
+                                 known=None, callback=None)
+
+    ref = run("ddim", 999)  # every training timestep (steps_offset 1 skips t=0)
+    rows = {}
+    for sampler in ("ddim", "dpm++"):
+        for n in steps_list:
+            rows[f"{sampler}-{n}"] = round(float((run(sampler, n) - ref).norm() / ref.norm()), 5)
+    return {"model": model, "reference": "ddim-999 (eta 0)", "relative_l2": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--warmup", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--generate-seconds", type=float, default=None, help="default 0.32 on CPU, 10.24 on CUDA")
+    ap.add_argument("--accuracy-model", default="tiny-random")
+    ap.add_argument("--accuracy-steps", default="10,15,25,50")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: forward,generate,accuracy")
+    args = ap.parse_args()
+    args.generate_seconds = args.generate_seconds or (10.24 if args.device == "cuda" else 0.32)
+    torch.set_num_threads(args.threads)
+    skip = set(filter(None, args.skip.split(",")))
+    report = {"date": datetime.date.today().isoformat(), "machine": platform.machine(),
+              "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+              "device": args.device, "threads": torch.get_num_threads(), "dtype": args.dtype,
+              "compile": args.compile, "command": " ".join(sys.argv)}
+    if args.device == "cuda":
+        report["gpu"] = torch.cuda.get_device_name()
+    with tempfile.TemporaryDirectory() as tmp:
+        if not {"forward", "generate"} <= skip:
+            from mtldm_cli import MultiTrackPipeline
+
+            t0 = time.perf_counter()
+            pipe = MultiTrackPipeline.from_folder(build_full_random(Path(tmp))).to(args.device)
+            report["build_s"] = round(time.perf_counter() - t0, 1)
+            report["unet_parameters"] = sum(p.numel() for p in pipe.unet.parameters())
+            if "forward" not in skip:
+                report["unet_forward_cfg_batch"] = time_forward(pipe, args)
+                print(json.dumps(report["unet_forward_cfg_batch"]), file=sys.stderr)
+            if "generate" not in skip:
+                report["generate"] = time_generate(pipe, args)
+            del pipe
+        if "accuracy" not in skip:
+            report["accuracy"] = accuracy(args.accuracy_model, [int(s) for s in args.accuracy_steps.split(",")])
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
