@@ -48,6 +48,7 @@ def build_full_random(folder: Path) -> Path:
 
     from mtldm_cli import tiny
     from mtldm_cli.convert import clap_processor
+    from mtldm_cli.samplers import training_scheduler
     from mtldm_cli.pipeline import _quiet_libraries
 
     _quiet_libraries()
@@ -63,7 +64,7 @@ def build_full_random(folder: Path) -> Path:
         model_in_dim=64, sampling_rate=16000, upsample_initial_channel=1024, upsample_rates=[5, 4, 2, 2, 2],
         upsample_kernel_sizes=[16, 16, 8, 4, 4], resblock_kernel_sizes=[3, 7, 11],
         resblock_dilation_sizes=[[1, 3, 5]] * 3, normalize_before=False)).save_pretrained(folder / "vocoder")
-    tiny.scheduler().save_pretrained(folder / "scheduler")
+    training_scheduler().save_pretrained(folder / "scheduler")
     # CLAP runs once per call, not per step: a small one with the real 512-d output suffices here.
     cfg = PipelineConfig(name="full-random", description="benchmark only", audio=audio, clap_max_seconds=2.0)
     clap_audio = ClapAudioConfig(num_mel_bins=16, window_size=4, spec_size=64, patch_size=2, patch_stride=[2, 2],

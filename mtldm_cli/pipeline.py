@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence, get_args
 
 import numpy as np
 import torch
@@ -21,14 +21,14 @@ import torch
 from . import __version__
 from .audio import AudioLike, MelFrontEnd, check_writable, is_silent, save_audio_files, to_mono_tensor
 from .checkpoints import PIPELINE_FILE, ResolvedModel, resolve_model
-from .config import PRESETS, PipelineConfig
+from .config import PRESETS, PipelineConfig, Sampler
 from .errors import InputError, ModelError, StemError
 from .samplers import cfg_model_fn, sample_ddim, sample_scheduler
 from .separation import eps_score, karras_sigmas, sample_separation, separation_differential
 
 Callback = Callable[[dict], None] | None
 METHODS = ("dirac", "gaussian")
-SAMPLERS = ("ddim", "dpm++")
+SAMPLERS = get_args(Sampler)
 
 
 @dataclass
@@ -360,7 +360,7 @@ class MultiTrackPipeline:
                 def step_cb(info, k=k):
                     callback(info | {"i": k * steps + info["i"], "total": len(starts) * steps, "window": k})
             z[..., a:e, :] = self._denoise(model_fn, x, sampler=sampler, steps=steps, eta=eta, generator=g,
-                                           known=(x0, mask.clamp(max=1)) if mask.any() else None, callback=step_cb)
+                                           known=(x0, mask) if mask.any() else None, callback=step_cb)
             done = e
         t1 = time.perf_counter()
         wav = self.decode(z, samples)

@@ -14,6 +14,17 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Optional[Callable[[dict], None]]
 
 
+def training_scheduler(**overrides):
+    """MT-MusicLDM's training schedule as a diffusers DDIMScheduler: 1000 scaled-linear betas
+    0.0015 -> 0.0195, epsilon objective; timesteps and the last step as LDM's DDIM takes them."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**{
+        "num_train_timesteps": 1000, "beta_start": 0.0015, "beta_end": 0.0195, "beta_schedule": "scaled_linear",
+        "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "epsilon",
+    } | overrides)
+
+
 def cfg_model_fn(unet, cond: torch.Tensor | None, uncond: torch.Tensor | None, scale: float) -> ModelFn:
     """Classifier-free guidance ``e_u + s (e_c - e_u)`` with both passes in one batched forward.
 
@@ -33,6 +44,16 @@ def cfg_model_fn(unet, cond: torch.Tensor | None, uncond: torch.Tensor | None, s
 def q_sample(x0: torch.Tensor, alpha_bar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Forward diffusion: ``x_t = sqrt(a) x0 + sqrt(1 - a) eps``."""
     return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+
+def noise_like(v: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Noise drawn on the CPU, then moved: a seed gives the same noise on every device."""
+    return torch.randn(v.shape, generator=generator, dtype=v.dtype, device="cpu").to(v.device)
+
+
+def _impute(x: torch.Tensor, mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Replace the masked parts of ``x`` with ``values``."""
+    return mask * values + (1 - mask) * x
 
 
 def sample_ddim(
@@ -55,30 +76,22 @@ def sample_ddim(
     """
     ac = alphas_cumprod.to(x.device, torch.float64)
     final = ac[0] if final_alpha is None else torch.tensor(final_alpha, dtype=torch.float64, device=x.device)
-
-    def noise_like(v):
-        return torch.randn(v.shape, generator=generator, dtype=v.dtype, device="cpu").to(v.device)
-
     n = len(timesteps)
     for i, t in enumerate(timesteps.tolist()):
         a_t = ac[t]
         a_prev = ac[int(timesteps[i + 1])] if i + 1 < n else final
         if known is not None:
-            x0_known, mask = known
-            x = mask * q_sample(x0_known, a_t.to(x.dtype), noise_like(x)) + (1 - mask) * x
+            x = _impute(x, known[1], q_sample(known[0], a_t.to(x.dtype), noise_like(x, generator)))
         eps = model_fn(x, torch.tensor(t, device=x.device))
         x0 = (x - (1 - a_t).sqrt().to(x.dtype) * eps) / a_t.sqrt().to(x.dtype)
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
         direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt().to(x.dtype) * eps
         x = a_prev.sqrt().to(x.dtype) * x0 + direction
         if eta > 0:
-            x = x + sigma.to(x.dtype) * noise_like(x)
+            x = x + sigma.to(x.dtype) * noise_like(x, generator)
         if callback is not None:
             callback({"i": i, "total": n, "t": t, "x": x, "denoised": x0})
-    if known is not None:
-        x0_known, mask = known
-        x = mask * x0_known + (1 - mask) * x
-    return x
+    return x if known is None else _impute(x, known[1], known[0])
 
 
 def sample_scheduler(
@@ -95,24 +108,15 @@ def sample_scheduler(
     Imputation of ``known = (x0, mask)`` is as in :func:`sample_ddim`, using the scheduler's own
     forward process at the current timestep.
     """
-
-    def noise_like(v):
-        return torch.randn(v.shape, generator=generator, dtype=v.dtype, device="cpu").to(v.device)
-
     x = x * scheduler.init_noise_sigma
     timesteps = scheduler.timesteps
     n = len(timesteps)
     for i, t in enumerate(timesteps):
         if known is not None:
-            x0_known, mask = known
-            noisy = scheduler.add_noise(x0_known, noise_like(x), t.reshape(1))
-            x = mask * noisy + (1 - mask) * x
+            x = _impute(x, known[1], scheduler.add_noise(known[0], noise_like(x, generator), t.reshape(1)))
         eps = model_fn(scheduler.scale_model_input(x, t), t.to(x.device))
         out = scheduler.step(eps, t, x, generator=generator)
         x = out.prev_sample
         if callback is not None:
             callback({"i": i, "total": n, "t": int(t), "x": x, "denoised": getattr(out, "pred_original_sample", None)})
-    if known is not None:
-        x0_known, mask = known
-        x = mask * x0_known + (1 - mask) * x
-    return x
+    return x if known is None else _impute(x, known[1], known[0])

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .samplers import Callback, ModelFn
+from .samplers import Callback, ModelFn, noise_like
 
 ScoreFn = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -70,10 +70,6 @@ def sample_separation(
 
     ``differential(x, sigma) -> (d, x)`` returns the ODE derivative and the (possibly projected) state.
     """
-
-    def randn_like(v):
-        return torch.randn(v.shape, generator=generator, dtype=v.dtype, device="cpu").to(v.device)
-
     steps = len(sigmas) - 1
     x = float(sigmas[0]) * noise
     gamma = min(s_churn / steps, 2**0.5 - 1) if steps else 0.0
@@ -81,11 +77,11 @@ def sample_separation(
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         for r in range(num_resamples):
             sigma_hat = sigma * (gamma + 1)
-            x = x + randn_like(x) * math.sqrt(sigma_hat**2 - sigma**2)
+            x = x + noise_like(x, generator) * math.sqrt(sigma_hat**2 - sigma**2)
             d, x = differential(x, sigma_hat)
             x = x + d * (sigma_next - sigma_hat)
             if r < num_resamples - 1:
-                x = x + math.sqrt(sigma**2 - sigma_next**2) * randn_like(x)
+                x = x + math.sqrt(sigma**2 - sigma_next**2) * noise_like(x, generator)
         if callback is not None:
             callback({"i": i, "total": steps, "sigma": sigma, "x": x})
     return x

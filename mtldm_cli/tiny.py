@@ -27,16 +27,6 @@ def _perturb_zero_init(module: torch.nn.Module, std: float = 0.02) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
-def scheduler():
-    from diffusers import DDIMScheduler
-
-    # MT-MusicLDM's training schedule (design.md): 1000 scaled-linear steps, epsilon objective.
-    return DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
-    )
-
-
 def _byte_level_vocab(folder: Path) -> tuple[Path, Path]:
     """A RoBERTa-style byte-level vocabulary with no merges: works offline, tokenises any text."""
     printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
@@ -88,6 +78,7 @@ def build(folder: Path, *, name: str, conditioning: str) -> Path:
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
     from .model import MultiTrackUNet, UNetConfig
+    from .samplers import training_scheduler
 
     from .pipeline import _quiet_libraries
 
@@ -123,7 +114,7 @@ def build(folder: Path, *, name: str, conditioning: str) -> Path:
     vae.save_pretrained(folder / "vae")
     unet.save_pretrained(folder / "unet")
     vocoder.save_pretrained(folder / "vocoder")
-    scheduler().save_pretrained(folder / "scheduler")
+    training_scheduler().save_pretrained(folder / "scheduler")
     if conditioning == "clap":
         _tiny_clap(folder / "clap", cfg)
     return folder

@@ -1,9 +1,9 @@
 import torch
 
 from mtldm_cli.samplers import cfg_model_fn, q_sample, sample_ddim
+from mtldm_cli.samplers import training_scheduler as scheduler
 from mtldm_cli.separation import (dirac_differential, gaussian_differential, karras_sigmas, sample_separation,
                                   separation_differential)
-from mtldm_cli.tiny import scheduler
 
 
 def _schedule(steps):
