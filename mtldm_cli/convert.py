@@ -91,7 +91,7 @@ def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> dict:
     import pickle
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=False)
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0][:160]
         raise ModelError(f"{path}: holds Python objects beyond tensors ({first})",
@@ -163,10 +163,10 @@ def unet_config_from_state(sd: StateDict, *, latent_channels: int, num_head_chan
                          "is this an MT-MusicLDM checkpoint?") from None
 
 
-def ema_to_unet(ema: StateDict, names) -> StateDict:
+def ema_to_unet(ema: StateDict, names: list[str]) -> StateDict:
     """LitEma stores ``diffusion_model`` + the parameter name with its dots removed; put them back."""
     lookup = {"diffusion_model" + n.replace(".", ""): n for n in names}
-    if len(lookup) != len(list(names)):
+    if len(lookup) != len(names):
         raise ModelError("UNet EMA: parameter names collide once dots are removed", "convert with --no-ema")
     out, extra = {}, []
     for k, v in ema.items():
@@ -209,18 +209,25 @@ def vae_key_to_diffusers(key: str, n_up: int) -> str | None:
     return None
 
 
-def vae_to_diffusers(sd: StateDict, n_up: int) -> StateDict:
+def _rename(sd: StateDict, key_fn: Callable[[str], str | None], component: str, hint: str) -> StateDict:
+    """``{key_fn(k): v}``; keys that ``key_fn`` does not know (None) are an error naming them."""
     out, extra = {}, []
     for k, v in sd.items():
-        new = vae_key_to_diffusers(k, n_up)
+        new = key_fn(k)
         if new is None:
             extra.append(k)
-            continue
-        if ".mid_block.attentions." in new and new.endswith("weight") and v.ndim == 4:
-            v = v[:, :, 0, 0]  # 1x1 conv -> linear
-        out[new] = v
+        else:
+            out[new] = v
     if extra:
-        raise _unaccounted("VAE", extra, "not an LDM AutoencoderKL state dict")
+        raise _unaccounted(component, extra, hint)
+    return out
+
+
+def vae_to_diffusers(sd: StateDict, n_up: int) -> StateDict:
+    out = _rename(sd, lambda k: vae_key_to_diffusers(k, n_up), "VAE", "not an LDM AutoencoderKL state dict")
+    for k, v in out.items():
+        if ".mid_block.attentions." in k and k.endswith("weight") and v.ndim == 4:
+            out[k] = v[:, :, 0, 0]  # 1x1 conv -> linear
     return out
 
 
@@ -290,13 +297,9 @@ def vocoder_from_state(sd: StateDict, sample_rate: int):
         resblock_dilation_sizes=HIFIGAN_DILATIONS[:n_res], normalize_before=False,
     )
     vocoder = SpeechT5HifiGan(cfg)
-    state, extra = {}, []
-    for k, v in sd.items():
-        new = hifigan_key_to_ours(k)
-        (extra.append(k) if new is None else state.__setitem__(new, v))
-    if extra:
-        raise _unaccounted("vocoder", extra, "not a HiFi-GAN generator state dict")
-    state |= {"mean": torch.zeros(cfg.model_in_dim), "scale": torch.ones(cfg.model_in_dim)}  # unused: normalize_before=False
+    state = _rename(sd, hifigan_key_to_ours, "vocoder", "not a HiFi-GAN generator state dict")
+    # SpeechT5HifiGan's input normalisation buffers, unused with normalize_before=False
+    state |= {"mean": torch.zeros(cfg.model_in_dim), "scale": torch.ones(cfg.model_in_dim)}
     _load_strict(vocoder, state, "vocoder")
     return vocoder.eval()
 
@@ -443,18 +446,17 @@ def clap_processor(tokenizer: str | Path, *, mels: int = 64, sample_rate: int = 
 # -- schedule -----------------------------------------------------------------------------------
 def scheduler_from_betas(betas: Tensor | None, report: Report):
     """DDIM with MT-MusicLDM's schedule; checked against the checkpoint's betas when it has them."""
-    from diffusers import DDIMScheduler
+    from .samplers import training_scheduler
 
-    kwargs = dict(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear",
-                  clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+    published = training_scheduler()
     if betas is None:
         report.notes.append("no betas in the checkpoint: used the published schedule")
-        return DDIMScheduler(**kwargs)
-    expected = DDIMScheduler(**kwargs | {"num_train_timesteps": len(betas)}).betas
-    if len(betas) == 1000 and torch.allclose(betas.double(), expected.double(), rtol=1e-4, atol=1e-7):
-        return DDIMScheduler(**kwargs)
+        return published
+    if len(betas) == len(published.betas) and torch.allclose(betas.double(), published.betas.double(),
+                                                             rtol=1e-4, atol=1e-7):
+        return published
     report.notes.append("the checkpoint's betas differ from the published schedule: carried over as trained_betas")
-    return DDIMScheduler(**kwargs | {"num_train_timesteps": len(betas), "trained_betas": betas.double().tolist()})
+    return training_scheduler(num_train_timesteps=len(betas), trained_betas=betas.double().tolist())
 
 
 # -- the whole model ----------------------------------------------------------------------------
@@ -492,7 +494,6 @@ def convert(src: str | Path, out: str | Path, *, name: str | None = None, vae: P
     Lightning file is read from those, from the explicit paths, or from ``fetch(component)``.
     """
     from .model import MultiTrackUNet
-
     from .pipeline import _quiet_libraries
 
     _quiet_libraries()
@@ -512,9 +513,11 @@ def convert(src: str | Path, out: str | Path, *, name: str | None = None, vae: P
         report.sources["unet"] = ckpt.name
         folder = src if src.is_dir() else src.parent
 
+        vocoder_from_vae = [None]  # the VAE file's name, when its vocoder copy is the one used
+
         def component(part: str, explicit: Path | None) -> StateDict:
             if parts[part] and explicit is None:
-                report.sources[part] = ckpt.name
+                report.sources[part] = (part == "vocoder" and vocoder_from_vae[0]) or ckpt.name
                 return parts[part]
             path = explicit or folder / COMPONENT_FILES[part]
             if not path.is_file() and fetch is not None:
@@ -526,14 +529,15 @@ def convert(src: str | Path, out: str | Path, *, name: str | None = None, vae: P
             sd = _state_dict(read_checkpoint(path, trust_pickle=trust_pickle), path)
             if part == "clap":
                 sd = {k.removeprefix("module."): v for k, v in sd.items()}
-            if part == "vae":
-                voc = {k.removeprefix("vocoder."): v for k, v in sd.items() if k.startswith("vocoder.")}
-                if voc and not parts["vocoder"]:
-                    parts["vocoder"] = voc
-                n = sum(k.startswith(("loss.", "vocoder.")) for k in sd)
-                report.drop("vae", "training loss / vocoder copy in the VAE file", n)
-                sd = {k: v for k, v in sd.items() if not k.startswith(("loss.", "vocoder."))}
             report.sources[part] = path.name
+            if part == "vae":  # a VAE Lightning file also holds its training loss and maybe a vocoder
+                voc = {k.removeprefix("vocoder."): v for k, v in sd.items() if k.startswith("vocoder.")}
+                if voc and not parts["vocoder"] and vocoder is None:
+                    parts["vocoder"], vocoder_from_vae[0] = voc, path.name
+                elif voc:
+                    report.drop("vae", "vocoder copy in the VAE file (another source is used)", len(voc))
+                report.drop("vae", "training loss (LPIPS and discriminator)", sum(k.startswith("loss.") for k in sd))
+                sd = {k: v for k, v in sd.items() if not k.startswith(("loss.", "vocoder."))}
             return sd
 
         buffers = parts["buffers"]
@@ -547,7 +551,7 @@ def convert(src: str | Path, out: str | Path, *, name: str | None = None, vae: P
         report.mapped["vae"] = len(vae_model.state_dict())
         say("converting the vocoder")
         vocoder_model = vocoder_from_state(component("vocoder", vocoder), AudioConfig().sample_rate)
-        report.mapped["vocoder"] = len(vocoder_model.state_dict()) - 2
+        report.mapped["vocoder"] = sum(k not in ("mean", "scale") for k in vocoder_model.state_dict())
 
         say("converting the UNet" + (" (EMA weights)" if use_ema and parts["ema"] else ""))
         cfg = unet_config_from_state(parts["unet"], latent_channels=vae_model.config.latent_channels)

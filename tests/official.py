@@ -106,8 +106,7 @@ def unet_state(*, cond_dim=24, seed=0, **cfg) -> dict:
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name, shape in unet_shapes(cond_dim=cond_dim, **cfg).items():
-        scale = len(shape) == 1 and "norm" in name.replace("in_layers.0", "norm").replace("out_layers.0", "norm") \
-            and name.endswith("weight")
+        scale = len(shape) == 1 and name.endswith("weight")  # every 1-D weight is a GroupNorm scale
         out[name] = _rand(shape, g, 0.05 if len(shape) > 1 else 0.2) + (1.0 if scale else 0.0)
     return out
 

@@ -135,6 +135,15 @@ def test_components_come_from_side_files_when_the_release_lacks_them(tmp_path):
     assert not pipe.conditional and pipe.vae.config.scaling_factor == pytest.approx(0.8)
 
 
+def test_vocoder_can_come_from_the_vae_file(tmp_path):
+    archive = O.write_release(tmp_path / "rel", conditional=False, with_vae=False)
+    voc = {f"vocoder.{k}": v for k, v in C.fold_weight_norm(O.hifigan_state()).items()}
+    torch.save({"state_dict": O.vae_state() | voc | {"loss.logvar": torch.zeros(())}}, tmp_path / "rel" / "vae-ckpt.ckpt")
+    report = C.convert(archive, tmp_path / "out")
+    assert report.sources["vocoder"] == report.sources["vae"] == "vae-ckpt.ckpt"
+    assert report.mapped["vocoder"] == len(voc) and report.dropped["vae"] == {"training loss (LPIPS and discriminator)": 1}
+
+
 def test_pickled_objects_need_trust(tmp_path):
     ckpt = tmp_path / "last.ckpt"
     torch.save({"state_dict": O.lightning_state(conditional=False), "callbacks": {"cb": C.Report()}}, ckpt)
