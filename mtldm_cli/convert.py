@@ -93,8 +93,10 @@ def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0][:160]
-        raise ModelError(f"{path}: holds Python objects beyond tensors ({first})",
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found is None:  # not a pickle at all, or a damaged one
+            raise ModelError(f"{path}: not a readable PyTorch checkpoint", "download it again") from None
+        raise ModelError(f"{path}: holds Python objects beyond tensors (such as {found.group(1)})",
                          "if you trust the file, pass --trust-pickle (loading a pickle can run code)") from None
     except (OSError, RuntimeError, EOFError, ValueError) as e:
         raise ModelError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]})",

@@ -153,6 +153,15 @@ def test_pickled_objects_need_trust(tmp_path):
     assert (tmp_path / "out" / "pipeline.json").is_file()
 
 
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_corrupt_checkpoint_is_named_as_such(tmp_path, cli, trust):
+    bad = tmp_path / "last.ckpt"
+    bad.write_bytes(b"garbage")
+    r = cli("convert", bad, "--out", tmp_path / "out", *(["--trust-pickle"] if trust else []))
+    assert_one_line_error(r, 3, "not a readable PyTorch checkpoint")
+    assert not (tmp_path / "out").exists()
+
+
 def test_scheduler_carries_the_schedule():
     report = C.Report()
     sched = C.scheduler_from_betas(O.lightning_state(conditional=False)["betas"], report)
