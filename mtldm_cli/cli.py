@@ -10,6 +10,7 @@ from . import __version__
 from .commands.arrange import arrange
 from .commands.condition import condition
 from .commands.convert import convert
+from .commands.data import app as data_app
 from .commands.evaluate import evaluate
 from .commands.generate import generate
 from .commands.models import models
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 for command in (generate, condition, arrange, separate, evaluate, convert, models):
     app.command()(command)
+app.add_typer(data_app)
 
 
 def _version(value: bool) -> None:

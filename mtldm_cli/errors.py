@@ -31,6 +31,10 @@ class StemError(InputError):
     """Unknown stem names, a stem both given and wanted, nothing left to generate."""
 
 
+class DataError(InputError):
+    """Data that cannot be made or read: no synthesizer, a bad SoundFont, a damaged dataset."""
+
+
 class ModelError(MtldmError):
     """A model that cannot be found, downloaded, verified or loaded."""
 

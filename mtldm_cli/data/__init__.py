@@ -1,0 +1,1 @@
+"""Multi-track data: a Slakh-like synthetic dataset we make ourselves, and loaders for stem folders."""
