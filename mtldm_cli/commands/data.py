@@ -75,8 +75,11 @@ def check(
     json_out: JsonOpt = False,
 ) -> None:
     """Say which tracks a training run would use, how many segments they give, and why others are skipped."""
+    import logging
+
     from ..data.datasets import StemDataset, parse_stem_map
 
+    logging.getLogger("mtldm.data").disabled = True  # the skipped tracks are reported below instead
     ds = StemDataset(root, sample_rate=sample_rate, segment_seconds=segment, layout=layout.value,
                      stem_map=parse_stem_map(stem_map or []), random_shift=False)
     hours = sum(t.seconds for t in ds.tracks) / 3600

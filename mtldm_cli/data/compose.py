@@ -280,6 +280,10 @@ class _Composer:
             frac = self.style.swing
         return (whole + frac) * self.beat
 
+    def _beats(self, chord: Chord) -> int:
+        """Beats a chord lasts: a whole number of bars, rounded so float error never adds a bar."""
+        return round((chord.end - chord.start) / self.beat)
+
     def _add(self, part: Part, pitch: int, start: float, end: float, velocity: float) -> None:
         if start < self.seconds and self._active(part.stem, start) and end > start:
             part.notes.append(Note(int(pitch), start, min(end, self.seconds), int(np.clip(velocity, 1, 127))))
@@ -363,13 +367,13 @@ class _Composer:
             nxt = self.chords[i + 1] if i + 1 < len(self.chords) else ch
             root = self._in_range(ch.root, low, low + 11)
             fifth = root + 7
-            beats = (ch.end - ch.start) / self.beat
+            beats = self._beats(ch)
             at = lambda b: ch.start + self._swing(b)  # noqa: E731
             kind = part.playing
             if kind == "whole":
                 self._add(part, root, at(0), ch.end - 0.05, 95)
             elif kind == "eighths":
-                for k in range(int(beats * 2)):
+                for k in range(beats * 2):
                     self._add(part, root + (12 if k % 8 == 7 and self.chance(0.3) else 0), at(k / 2),
                               at(k / 2) + 0.45 * self.beat, 100 if k % 2 == 0 else 85)
             elif kind == "kick":
@@ -379,11 +383,11 @@ class _Composer:
                         end = hits[j + 1] if j + 1 < len(hits) else self.meter
                         self._add(part, root, at(bar_off + h), at(bar_off + end) - 0.03, 100)
             elif kind == "root_fifth":
-                for b in range(int(beats)):
+                for b in range(beats):
                     pitch = root if b % 2 == 0 else (fifth if fifth <= 50 else root - 5)
                     self._add(part, pitch, at(b), at(b) + 0.8 * self.beat, 100 if b % 2 == 0 else 88)
             elif kind == "funk":
-                for b16 in range(int(beats * 4)):
+                for b16 in range(beats * 4):
                     if b16 % 4 == 0 or self.chance(0.35):
                         pitch = root + (12 if self.chance(0.25) else 0)
                         self._add(part, pitch, at(b16 / 4), at(b16 / 4) + 0.2 * self.beat, 110 if b16 % 4 == 0 else 90)
@@ -391,8 +395,8 @@ class _Composer:
                 target = self._in_range(nxt.root, low, low + 11)
                 tones = [root, self._in_range(ch.pitches[1], root, root + 11),
                          self._in_range(ch.pitches[2], root, root + 11)]
-                for b in range(int(beats)):
-                    last = b == int(beats) - 1
+                for b in range(beats):
+                    last = b == beats - 1
                     pitch = target + self.pick((-1, 1)) if last else tones[b % 3]
                     self._add(part, pitch, at(b), at(b) + 0.9 * self.beat, 95 if b % 2 == 0 else 85)
             else:
@@ -423,14 +427,14 @@ class _Composer:
         prev = None
         pattern = self.pick(((0, 2, 3, 5, 6), (0, 3, 4, 6), (0, 1, 2, 3, 4, 5, 6, 7), (0, 2, 4, 6)))
         for ch in self.chords:
-            beats = (ch.end - ch.start) / self.beat
+            beats = self._beats(ch)
             at = lambda b: ch.start + self._swing(b)  # noqa: E731
             kind = part.playing
             if kind == "power":
                 root = self._in_range(ch.root, 40, 52)
-                shape = (root, root + 7, root + 12)
+                shape = (root, root + (ch.pitches[2] - ch.root) % 12, root + 12)  # the chord's own fifth
                 palm = self.chance(0.6)
-                for k in range(int(beats * 2)):
+                for k in range(beats * 2):
                     dur = (0.3 if palm else 0.9) * self.beat / 2
                     for p in shape:
                         self._add(part, p, at(k / 2), at(k / 2) + dur, 105 if k % 2 == 0 else 90)
@@ -450,15 +454,15 @@ class _Composer:
                             self._add(part, p, t + j * 0.012, t + 0.95 * self.beat, 95 if down else 70)
             elif kind == "arpeggio":
                 order = voicing + voicing[-2:0:-1]
-                for k in range(int(beats * 2)):
+                for k in range(beats * 2):
                     self._add(part, order[k % len(order)], at(k / 2), at(k / 2) + 1.5 * self.beat, 80 + 10 * (k % 2 == 0))
             elif kind == "chank":
-                for b16 in range(int(beats * 4)):
+                for b16 in range(beats * 4):
                     if b16 % 4 in (1, 2) and self.chance(0.6) or b16 % 8 == 4:
                         for p in voicing:
                             self._add(part, p, at(b16 / 4), at(b16 / 4) + 0.12 * self.beat, 95)
             elif kind == "comp_jazz":
-                for b in range(int(beats)):
+                for b in range(beats):
                     if self.chance(0.5):
                         start = b + (0.5 if self.chance(0.4) else 0.0)
                         for p in voicing:
@@ -473,7 +477,7 @@ class _Composer:
         rhythm = self.pick(((0, 1.5, 3), (0, 2), (0, 1, 2, 3), (0.5, 1.5, 2.5, 3.5), (0, 2.5)))
         melody_pitch = 72
         for ch in self.chords:
-            beats = (ch.end - ch.start) / self.beat
+            beats = self._beats(ch)
             at = lambda b: ch.start + self._swing(b)  # noqa: E731
             prev = voicing = self._voicing(ch.pitches, 53, 79, 4 if len(ch.pitches) > 3 else 3, prev)
             left = self._in_range(ch.root, 36, 47)
