@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
-import platform
 import resource
 import sys
 import tempfile
@@ -32,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import machine_report  # noqa: E402
 from mtldm_cli.config import AudioConfig, PipelineConfig  # noqa: E402
 from mtldm_cli.model import MultiTrackUNet, UNetConfig  # noqa: E402
 
@@ -175,10 +174,8 @@ def main() -> None:
     args.generate_seconds = args.generate_seconds or (10.24 if args.device == "cuda" else 0.32)
     torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))
-    report = {"date": datetime.date.today().isoformat(), "machine": platform.machine(),
-              "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "device": args.device, "threads": torch.get_num_threads(), "dtype": args.dtype,
-              "compile": args.compile, "command": " ".join(sys.argv)}
+    report = {**machine_report(), "device": args.device, "threads": torch.get_num_threads(),
+              "dtype": args.dtype, "compile": args.compile}
     if args.device == "cuda":
         report["gpu"] = torch.cuda.get_device_name()
     with tempfile.TemporaryDirectory() as tmp:

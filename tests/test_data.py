@@ -37,6 +37,14 @@ def test_composer_is_deterministic_per_seed_and_varies_across_seeds():
     assert {3, 4} == {int(m["time_signature"][0]) for m in metas}
 
 
+def test_a_seed_keeps_its_identity_at_any_length():
+    for seed in range(10):
+        short, long = compose(seed, 8.0).meta(), compose(seed, 40.0).meta()
+        for key in ("caption", "style", "key", "tempo", "time_signature"):
+            assert short[key] == long[key]
+        assert [c["symbol"] for c in short["chords"]] == [c["symbol"] for c in long["chords"]][:len(short["chords"])]
+
+
 def test_every_part_plays_the_shared_harmony():
     """Bass, guitar and piano strike chord tones of the chord sounding at every chord change."""
     for seed in SONGS:

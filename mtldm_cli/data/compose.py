@@ -35,6 +35,7 @@ PROGRAMS = {
 
 KICK, RIM, SNARE, HAT, PEDAL_HAT, OPEN_HAT, CRASH, RIDE = 36, 37, 38, 42, 44, 46, 49, 51
 TOMS = (50, 48, 47, 45, 43)
+STAGES = ("identity", "form", "drums", "bass", "guitar", "piano", "performance")
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,6 @@ def diatonic_chord(tonic: int, mode: str, degree: int, sevenths: bool) -> tuple[
 
 class _Composer:
     def __init__(self, seed: int, seconds: float):
-        self.rng = np.random.default_rng(seed)
         self.seed, self.seconds = seed, seconds
 
     # ----- choices -------------------------------------------------------------------------------
@@ -207,7 +207,13 @@ class _Composer:
         return bool(self.rng.random() < p)
 
     # ----- structure -----------------------------------------------------------------------------
+    def _stream(self, stage: str, *sub: int) -> None:
+        """Each stage draws from its own stream, so the song's identity (style, key, tempo,
+        instruments) does not depend on its length, and a longer render begins like a shorter one."""
+        self.rng = np.random.default_rng([self.seed, STAGES.index(stage), *sub])
+
     def compose(self) -> Song:
+        self._stream("identity")
         st = self.style = self.pick(STYLES)
         self.mode = self.pick(st.modes)
         self.tonic = int(self.rng.integers(12))
@@ -215,16 +221,20 @@ class _Composer:
         self.meter = self.pick(st.meters)
         self.beat = 60.0 / self.tempo
         self.bar = self.meter * self.beat
-        self.sections, self.chords = self._form()
         programs = {s: self.pick(getattr(st, s)) for s in ("bass", "guitar", "piano")}
         plays = {"bass": self.pick(st.bass_play), "guitar": self.pick(st.guitar_play),
                  "piano": self.pick(st.piano_play), "drums": st.drums}
         parts = {s: Part(s, programs.get(s, 0), s == "drums", playing=plays[s]) for s in STEMS}
+        self._stream("form")
+        self.sections, self.chords = self._form()
+        self._stream("drums")
         kick_grid = self._drums(parts["drums"])
-        self._bass(parts["bass"], kick_grid)
-        self._guitar(parts["guitar"])
-        self._piano(parts["piano"])
-        for p in parts.values():
+        for stem, write in (("bass", lambda p: self._bass(p, kick_grid)), ("guitar", self._guitar),
+                            ("piano", self._piano)):
+            self._stream(stem)
+            write(parts[stem])
+        for i, p in enumerate(parts.values()):
+            self._stream("performance", i)
             p.notes = self._humanise(p)
         return Song(self.seed, self.seconds, st.name, self.tonic, self.mode, self.tempo, self.meter,
                     self.sections, self.chords, parts)

@@ -220,8 +220,11 @@ def _run(todo: list, jobs: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # spawn: workers start clean rather than forking a process that may hold torch's threads.
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # forkserver: workers fork from a clean server that imported torch and this module once, instead
+    # of forking a caller that may hold torch's threads (unsafe) or re-importing per worker (slow).
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", __name__])
+    with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
         yield from pool.map(_make_track, todo)
 
 
