@@ -158,6 +158,8 @@ def prepare_dir(folder: Path) -> Path:
         raise OutputError(f"{folder}: is not a directory", "choose another --out") from None
     except PermissionError:
         raise OutputError(f"{folder}: cannot create it (permission denied)", "choose another --out") from None
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot create it ({e.strerror or e})", "choose another --out") from None
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{folder}: is not writable", "choose another --out")
     return folder

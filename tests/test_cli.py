@@ -12,7 +12,7 @@ FAST = ("--steps", "2", "--seed", "0", "--device", "cpu", "-q")
 def test_help_lists_every_command(cli):
     r = cli("--help")
     assert r.exit_code == 0
-    for c in ("generate", "condition", "arrange", "separate", "evaluate", "models"):
+    for c in ("generate", "condition", "arrange", "separate", "evaluate", "models", "convert", "data"):
         assert c in r.stdout
     assert cli("--version").stdout.startswith("mtldm ")
 

@@ -45,8 +45,7 @@ def synth(
 ) -> None:
     """Compose and render Slakh-like tracks: bass/drums/guitar/piano WAVs, their exact mix, MIDI and meta.json.
 
-    Each track is one seed: key, tempo, meter, sections and chords shared by all four parts, rendered
-    stem by stem with a General MIDI SoundFont. meta.json holds a text caption for conditioning.
+    Each track is one seed: key, tempo, meter, sections and chords shared by all four parts, rendered stem by stem with a General MIDI SoundFont. meta.json holds a text caption for conditioning.
     """
     from ..data.render import synthesize
 

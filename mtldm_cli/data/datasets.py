@@ -136,6 +136,8 @@ def _stem_files(folder: Path, stem_map: Mapping[str, Sequence[str]]) -> dict[str
 def _slakh_files(folder: Path, stems: Sequence[str]) -> dict[str, list[Path]]:
     import yaml
 
+    if not (folder / "metadata.yaml").is_file():
+        raise _Skip("no metadata.yaml (not Slakh2100's layout)")
     try:
         meta = yaml.safe_load((folder / "metadata.yaml").read_text())
         entries = meta["stems"]
