@@ -313,7 +313,7 @@ class _Composer:
                         if fill and step >= steps // 2 and drum != KICK:
                             continue
                         self._add(part, drum, t0 + self._swing(step / 4), t0 + self._swing(step / 4) + 0.1, vel)
-                if b == 0 and sec.first_bar > 0 or (b == 0 and self.chance(0.5)):
+                if b == 0 and (sec.first_bar > 0 or self.chance(0.5)):
                     self._add(part, CRASH, t0, t0 + 1.0, 105)
                 if fill:
                     self._fill(part, t0, steps)

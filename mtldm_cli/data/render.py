@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from .. import __version__
-from ..audio import prepare_dir, resample_np
+from ..audio import is_silent, prepare_dir, resample_np
 from ..errors import DataError, InputError, OutputError
 from .compose import STEMS, Part, Song, compose
 
@@ -135,17 +135,19 @@ def write_track(folder: Path, song: Song, audio: dict[str, np.ndarray], gain: fl
         tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder is for everyone who may read it
         if folder.exists():
             if not force:
-                raise OutputError(f"{folder}: already exists", "pass --force to overwrite, or --resume to keep it")
+                raise _exists(folder)
             shutil.rmtree(folder)
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _exists(folder: Path) -> OutputError:
+    return OutputError(f"{folder}: already exists", "pass --force to overwrite, or --resume to keep it")
+
+
 def _active_fraction(x: np.ndarray, sample_rate: int, window: float = 0.5) -> float:
     """Share of half-second windows with sound (MSDM's mean-|x| >= 1.5e-5 test)."""
-    from ..audio import is_silent
-
     hop = int(window * sample_rate)
     wins = [x[i:i + hop].astype(np.float32) / 32768 for i in range(0, len(x), hop)]
     return round(sum(not is_silent(w) for w in wins) / max(1, len(wins)), 3)
@@ -200,7 +202,7 @@ def synthesize(out: os.PathLike, *, tracks: int, seconds: float, seed: int = 0, 
             _check_resumable(folder, seconds, sample_rate)
             report.kept.append(folder.name)
         elif folder.exists() and not force:
-            raise OutputError(f"{folder}: already exists", "pass --force to overwrite, or --resume to keep it")
+            raise _exists(folder)  # before any work; write_track checks again in case of a race
         else:
             todo.append((s, out, seconds, sample_rate, split, soundfont, force))
     started = time.perf_counter()
