@@ -246,6 +246,15 @@ def test_dataset_on_our_layout_segments_mix_and_caption(ours):
     assert np.abs(item["mix"].numpy() - mix).max() < 1e-6
 
 
+def test_dataset_batches_through_a_dataloader(ours):
+    from torch.utils.data import DataLoader
+
+    batch = next(iter(DataLoader(StemDataset(ours, segment_seconds=4.0), batch_size=3, shuffle=True,
+                                 generator=torch.Generator().manual_seed(0))))
+    assert batch["stems"].shape == (3, 4, 64000) and batch["mix"].shape == (3, 64000)
+    assert len(batch["caption"]) == 3 and all(batch["caption"])
+
+
 def test_random_shift_tiles_tracks_and_follows_seed_and_epoch(ours):
     ds = StemDataset(ours, segment_seconds=4.0, seed=3)
     starts = [ds.locate(i) for i in range(len(ds))]
