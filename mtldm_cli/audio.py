@@ -108,6 +108,29 @@ class MelFrontEnd:
         return logmel.reshape(*lead, frames, self.cfg.n_mels)
 
 
+def griffin_lim_vocoder(cfg: AudioConfig, n_iter: int = 64):
+    """The vocoder with no weights: log-mel -> magnitude (least squares through the mel filters) ->
+    Griffin-Lim phase. A module with the HiFi-GAN's interface: ``[B, frames, n_mels]`` -> ``[B, N]``."""
+    import torch
+    import torchaudio
+
+    class GriffinLimVocoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            n_stft = cfg.n_fft // 2 + 1
+            self.inverse_mel = torchaudio.transforms.InverseMelScale(
+                n_stft, n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, f_min=cfg.f_min, f_max=cfg.f_max,
+                norm="slaney", mel_scale="slaney")
+            self.griffin_lim = torchaudio.transforms.GriffinLim(
+                n_fft=cfg.n_fft, win_length=cfg.win_length, hop_length=cfg.hop_length, power=1.0, n_iter=n_iter)
+
+        def forward(self, logmel):
+            mag = self.inverse_mel(logmel.float().exp().transpose(-1, -2)).clamp(min=0)
+            return self.griffin_lim(mag)
+
+    return GriffinLimVocoder().eval()
+
+
 SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}
 
 

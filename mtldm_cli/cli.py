@@ -15,6 +15,7 @@ from .commands.evaluate import evaluate
 from .commands.generate import generate
 from .commands.models import models
 from .commands.separate import separate
+from .commands.train import train
 
 app = typer.Typer(
     name="mtldm",
@@ -26,7 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for command in (generate, condition, arrange, separate, evaluate, convert, models):
+for command in (generate, condition, arrange, separate, evaluate, train, convert, models):
     app.command()(command)
 app.add_typer(data_app)
 

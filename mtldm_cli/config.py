@@ -78,6 +78,7 @@ class PipelineConfig(BaseModel):
     description: str = ""
     audio: AudioConfig = Field(default_factory=AudioConfig)
     conditioning: Literal["none", "clap"] = "clap"
+    vocoder: Literal["hifigan", "griffin-lim"] = "hifigan"  # griffin-lim: no vocoder/ folder
     clap_sample_rate: int = 48000
     clap_max_seconds: float = 10.0
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)

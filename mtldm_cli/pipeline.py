@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .audio import AudioLike, MelFrontEnd, check_writable, is_silent, save_audio_files, to_mono_tensor
+from .audio import AudioLike, MelFrontEnd, check_writable, griffin_lim_vocoder, is_silent, save_audio_files, to_mono_tensor
 from .checkpoints import PIPELINE_FILE, ResolvedModel, resolve_model
 from .config import PRESETS, PipelineConfig, Sampler
 from .errors import InputError, ModelError, StemError
@@ -146,7 +146,8 @@ class MultiTrackPipeline:
             parts = dict(
                 vae=AutoencoderKL.from_pretrained(folder / "vae"),
                 unet=MultiTrackUNet.from_pretrained(folder / "unet"),
-                vocoder=SpeechT5HifiGan.from_pretrained(folder / "vocoder"),
+                vocoder=(griffin_lim_vocoder(config.audio) if config.vocoder == "griffin-lim"
+                         else SpeechT5HifiGan.from_pretrained(folder / "vocoder")),
                 scheduler=DDIMScheduler.from_pretrained(folder / "scheduler"),
             )
             if config.conditioning == "clap":

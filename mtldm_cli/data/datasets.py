@@ -248,7 +248,12 @@ class StemDataset(Dataset):
             shift = float(rng.uniform(0, spare))
         return k, j * self.segment_seconds + shift
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        """An item; an ``(index, epoch)`` pair takes that epoch's shifts, so a sampler can drive
+        them even when items are read in DataLoader worker processes."""
+        if isinstance(index, tuple):
+            index, epoch = index
+            self.set_epoch(epoch)
         for attempt in range(len(self.tracks)):
             k, start = self.locate(index)
             if k not in self._bad:

@@ -1,0 +1,42 @@
+"""``mtldm train``: train the VAE and the multi-track UNet from a config file."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, progress_callback
+
+
+@guarded
+def train(
+    config: Annotated[Path, typer.Argument(help="Training config (.yaml or .toml); see docs/training.md.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to train into (loads with --model OUT).")],
+    stage: Annotated[Optional[list[str]], typer.Option(help="Stage(s) to run: vae, unet (default: all, in that order).")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue a run found in OUT from its last save.")] = True,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when a GPU is there.")] = False,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a model on stem folders: the VAE on per-stem log-mels, then the UNet on its latents.
+
+    Runs on a CPU, a GPU, or many through `accelerate launch -m mtldm_cli train ...`. A killed run resumes from its last save with the same result as an uninterrupted one. Losses go to OUT/training/log.csv and loss.svg.
+    """
+    from ..train import STAGES, train as run
+
+    started = time.perf_counter()
+    with progress_callback("training", quiet) as progress:
+        folder = run(config, out, stages=tuple(stage or STAGES), resume=resume, force=force, cpu=cpu,
+                     progress=progress)
+    summary = {"ok": True, "out": str(folder), "stages": list(stage or STAGES),
+               "total_s": round(time.perf_counter() - started, 3)}
+    if json_out:
+        typer.echo(json.dumps(summary))
+    elif not quiet:
+        err_console.print(f"trained {', '.join(summary['stages'])} into {folder} in {summary['total_s']:.1f} s; "
+                          f"losses in {folder / 'training' / 'log.csv'}", soft_wrap=True)

@@ -1,0 +1,170 @@
+"""Training: a tiny config end to end, exact resume after a kill, accelerate multi-process, bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from mtldm_cli.data.render import synthesize
+from mtldm_cli.errors import InputError
+from mtldm_cli.train import StepBatches, load_config, train
+
+from .conftest import assert_one_line_error
+
+TINY = {
+    "name": "tiny-trained",
+    "audio": {"segment_frames": 64},
+    "vae": {"steps": 4, "batch_size": 2, "block_out_channels": [8, 16], "norm_groups": 4, "lr": 1e-3},
+    "unet": {"steps": 8, "batch_size": 2, "lr": 1e-3, "ema_decay": 0.9,
+             "unet": {"model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
+                      "attention_resolutions": [2], "num_head_channels": 16, "norm_groups": 8, "cond_dim": None}},
+    "sampling": {"steps": 3},
+    "save_every": 1,
+    "log_every": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train-data")
+    synthesize(root, tracks=2, seconds=3.0, seed=0)
+    return root
+
+
+@pytest.fixture
+def config(data, tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "data": {"train": str(data)}}))
+    return path
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return {**load_file(folder / "unet" / "model.safetensors"),
+            **{f"vae.{k}": v for k, v in load_file(folder / "vae" / "diffusion_pytorch_model.safetensors").items()}}
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("trained")
+    cfg = folder / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "data": {"train": str(data)}}))
+    train(cfg, folder / "model")
+    return folder / "model"
+
+
+def test_trained_folder_loads_and_runs_every_task(trained, data):
+    from mtldm_cli import MultiTrackPipeline
+
+    pipe = MultiTrackPipeline.from_pretrained(str(trained), device="cpu")
+    assert pipe.config.vocoder == "griffin-lim" and not pipe.conditional
+    assert pipe.vae.config.scaling_factor != 1.0  # scale_by_std was measured
+    out = pipe.generate(duration=0.64, seed=0)
+    wav = np.stack(list(out.stems.values()))
+    assert wav.shape == (4, 10240) and np.isfinite(wav).all() and np.abs(wav).max() > 0
+    arr = pipe.arrange(given={"bass": data / "Track0000000" / "bass.wav"}, want=["piano"], seed=0)
+    assert set(arr.stems) == {"bass", "piano"}
+    log = (trained / "training" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("stage,step,loss") and {r.split(",")[0] for r in log[1:]} == {"vae", "unet"}
+    assert "<polyline" in (trained / "training" / "loss.svg").read_text()
+
+
+def test_training_lowers_the_loss(trained):
+    rows = [r.split(",") for r in (trained / "training" / "log.csv").read_text().splitlines()[1:]]
+    unet = [float(r[2]) for r in rows if r[0] == "unet"]
+    assert unet[-1] < unet[0]
+
+
+def test_a_killed_run_resumes_to_the_same_weights(config, trained, tmp_path):
+    """SIGKILL mid-UNet, resume: the weights equal those of the uninterrupted run, bit for bit."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mtldm_cli", "train", str(config), "--out", str(out), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = out / "training" / "unet" / "step.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and 2 <= json.loads(state.read_text())["step"] < TINY["unet"]["steps"]:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read().decode()
+    killed_at = json.loads(state.read_text())["step"]
+    assert killed_at < TINY["unet"]["steps"]
+    train(config, out)
+    assert json.loads(state.read_text())["step"] == TINY["unet"]["steps"]
+    a, b = _weights(trained), _weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_runs_under_accelerate_launch_with_two_cpu_processes(config, tmp_path):
+    out = tmp_path / "ddp"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "-m", "mtldm_cli", "train", str(config), "--out", str(out), "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "training" / "unet" / "random_states_1.pkl").is_file()  # two processes took part
+    assert json.loads((out / "training" / "unet" / "step.json").read_text())["step"] == TINY["unet"]["steps"]
+    from mtldm_cli import MultiTrackPipeline
+
+    assert len(MultiTrackPipeline.from_pretrained(str(out), device="cpu").generate(duration=0.3, seed=0).stems) == 4
+
+
+def test_step_batches_resume_exactly_and_split_processes():
+    full = list(StepBatches(10, 3, seed=0, stage=1, start=0, stop=9))
+    assert list(StepBatches(10, 3, seed=0, stage=1, start=5, stop=9)) == full[5:]
+    assert all(len(b) == 3 for b in full)
+    r0 = list(StepBatches(10, 2, 0, 1, 0, 4, rank=0, world=2))
+    r1 = list(StepBatches(10, 2, 0, 1, 0, 4, rank=1, world=2))
+    for a, b in zip(r0, r1):
+        assert not {i for i, _ in a} & {i for i, _ in b} and a[0][1] == b[0][1]
+    assert {e for b in full for _, e in b} == {0, 1, 2}  # epochs move on, so shifts are redrawn
+
+
+def test_config_errors_are_one_line(cli, config, data, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: {train: " + str(data) + "}\nvae: {stepz: 3}\n")
+    assert_one_line_error(cli("train", bad, "--out", tmp_path / "o"), 2, "vae.stepz", "extra inputs")
+    bad.write_text("name: [unclosed\n")
+    assert_one_line_error(cli("train", bad, "--out", tmp_path / "o"), 2, "not valid yaml")
+    assert_one_line_error(cli("train", tmp_path / "none.yaml", "--out", tmp_path / "o"), 2, "no such config")
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'name = "t"\n[data]\ntrain = "{tmp_path / "missing"}"\n')
+    assert_one_line_error(cli("train", toml, "--out", tmp_path / "o"), 2, "not a folder")
+    with pytest.raises(InputError, match="unknown stage"):
+        train(load_config(config), tmp_path / "o", stages=("vocoder",))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert_one_line_error(cli("train", config, "--out", tmp_path / "busy"), 4, "not a training run")
+
+
+def test_resume_refuses_another_config_and_no_resume_needs_force(cli, config, trained, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(trained, out)
+    other = tmp_path / "other.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    other.write_text(yaml.safe_dump({**cfg, "seed": 1}))
+    assert_one_line_error(cli("train", other, "--out", out), 4, "another config")
+    assert_one_line_error(cli("train", config, "--out", out, "--no-resume"), 4, "holds a training run")
+    r = cli("train", config, "--out", out, "--json")  # same config, all steps done: nothing to do
+    assert r.exit_code == 0 and json.loads(r.stdout)["ok"]
