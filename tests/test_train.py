@@ -139,6 +139,12 @@ def test_step_batches_resume_exactly_and_split_processes():
     assert {e for b in full for _, e in b} == {0, 1, 2}  # epochs move on, so shifts are redrawn
 
 
+def test_the_example_config_is_valid():
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "example.yaml")
+    assert cfg.data.train.name == "train" and cfg.data.train.is_absolute()
+    assert cfg.unet.unet.cond_dim is None
+
+
 def test_config_errors_are_one_line(cli, config, data, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndata: {train: " + str(data) + "}\nvae: {stepz: 3}\n")
