@@ -304,7 +304,6 @@ class Trainer:
                              "set cond_dim: null (unconditional)")
         if not (resume and saved_step(self.out / "training" / "unet")):
             self._scale_by_std(vae)
-        vae = AutoencoderKL.from_pretrained(self.out / "vae").to(self.acc.device).eval().requires_grad_(False)
         scale = vae.config.scaling_factor
         torch.manual_seed(cfg.seed)
         unet = MultiTrackUNet(cfg.unet.unet)
@@ -338,10 +337,9 @@ class Trainer:
         batch = next(iter(StepBatches(len(self.data), self.cfg.unet.batch_size, self.cfg.seed, 1, 0, 1)))
         stems = torch.stack([self.data[i]["stems"] for i in batch]).to(self.acc.device)
         post = vae.encode(_mels(self.front, stems, self.frames)).latent_dist
-        z = _sample(post, step_generator(self.cfg.seed, STAGES.index("unet"), 0, self.acc.process_index))
-        scale = float(1.0 / z.flatten().std())
+        z = _sample(post, step_generator(self.cfg.seed, STAGES.index("unet"), 0, 0))  # the same on every process
+        vae.register_to_config(scaling_factor=float(1.0 / z.flatten().std()))
         if self.acc.is_main_process:
-            vae.register_to_config(scaling_factor=scale)
             _save_component(lambda p: vae.save_pretrained(p), self.out / "vae")
         self.acc.wait_for_everyone()
 
