@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Iterator, Mapping, Union
 
 import numpy as np
 import soundfile as sf
@@ -160,6 +162,35 @@ def save_audio_files(
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
     return list(files)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file through a temp file beside it: readers see the old file or the new, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@contextmanager
+def staged_dir(folder: Path) -> Iterator[Path]:
+    """Yield a hidden temp folder beside ``folder``; when the block succeeds it takes ``folder``'s place
+    (an old one is moved aside, then removed), when it fails it vanishes. Readable by all, like a mkdir."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        old = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_writable(paths, *, force: bool) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .audio import AudioLike, MelFrontEnd, check_writable, griffin_lim_vocoder, is_silent, save_audio_files, to_mono_tensor
+from .audio import AudioLike, MelFrontEnd, atomic_write_text, check_writable, griffin_lim_vocoder, is_silent, save_audio_files, to_mono_tensor
 from .checkpoints import PIPELINE_FILE, ResolvedModel, resolve_model
 from .config import PRESETS, PipelineConfig, Sampler
 from .errors import InputError, ModelError, StemError
@@ -57,7 +56,7 @@ class MultiTrackOutput:
         audio = {paths[n]: w for n, w in self.stems.items()} | {paths["mix"]: self.mix}
         written = save_audio_files(audio, self.sample_rate, subtype=subtype, force=True)
         info = self.info | {"files": [p.name for p in written], "sample_rate": self.sample_rate}
-        _atomic_write_text(paths["run.json"], json.dumps(info, indent=2, default=str) + "\n")
+        atomic_write_text(paths["run.json"], json.dumps(info, indent=2, default=str) + "\n")
         return [*written, paths["run.json"]]
 
 
@@ -65,16 +64,6 @@ def output_paths(folder: str | os.PathLike, stems: Iterable[str]) -> dict[str, P
     """The files a result writes: ``<stem>.wav`` per stem, ``mix.wav`` and ``run.json``."""
     folder = Path(folder)
     return {n: folder / f"{n}.wav" for n in [*stems, "mix"]} | {"run.json": folder / "run.json"}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Optional
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .audio import atomic_write_text, staged_dir
 from .config import AudioConfig, PipelineConfig, SamplingDefaults
 from .errors import InputError
 from .model import UNetConfig
@@ -264,7 +264,7 @@ class Trainer:
         self.acc.wait_for_everyone()
         self.acc.save_state(str(state))
         if self.acc.is_main_process:
-            _atomic_text(state / "step.json", json.dumps({"step": step}))
+            atomic_write_text(state / "step.json", json.dumps({"step": step}))
             export()
             plot_losses(self.out / "training" / "log.csv", self.out / "training" / "loss.svg")
         self.acc.wait_for_everyone()
@@ -347,7 +347,7 @@ class Trainer:
         cfg = self.cfg
         pipe = PipelineConfig(name=cfg.name, description=cfg.description, audio=cfg.audio, conditioning="none",
                               vocoder=cfg.vocoder, sampling=cfg.sampling)
-        _atomic_text(self.out / "pipeline.json", pipe.model_dump_json(indent=2))
+        atomic_write_text(self.out / "pipeline.json", pipe.model_dump_json(indent=2))
         from .samplers import training_scheduler
 
         _save_component(lambda p: training_scheduler().save_pretrained(p), self.out / "scheduler")
@@ -408,27 +408,9 @@ def check_out(cfg: TrainConfig, out: Path, *, resume: bool, force: bool) -> None
 
 # ----- files ---------------------------------------------------------------------------------------
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _save_component(save: Callable[[Path], None], folder: Path) -> None:
-    """Write a component folder next to the old one, then swap it in."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with staged_dir(folder) as tmp:
         save(tmp)
-        tmp.chmod(0o755)
-        old = folder.with_name(f".{folder.name}.old")
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _Log:
@@ -453,7 +435,8 @@ def plot_losses(log: Path, out: Path, width: int = 720, height: int = 240) -> No
     """An SVG of each stage's loss against its step (log scale), from the CSV log; no plotting library."""
     if not log.exists():
         return
-    rows = list(csv.DictReader(open(log)))
+    with open(log, newline="") as f:
+        rows = list(csv.DictReader(f))
     stages = [s for s in STAGES if any(r["stage"] == s for r in rows)]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height * len(stages)}" '
              'font-family="sans-serif" font-size="12">']
@@ -473,4 +456,4 @@ def plot_losses(log: Path, out: Path, width: int = 720, height: int = 240) -> No
                   f'<text x="4" y="{y0 + 10}">{10 ** hi:.3g}</text><text x="4" y="{y0 + h}">{10 ** lo:.3g}</text>',
                   f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{coords}"/>']
     parts.append("</svg>")
-    _atomic_text(out, "\n".join(parts) + "\n")
+    atomic_write_text(out, "\n".join(parts) + "\n")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from .. import __version__
-from ..audio import is_silent, prepare_dir, resample_np
+from ..audio import is_silent, prepare_dir, resample_np, staged_dir
 from ..errors import DataError, InputError, OutputError
 from .compose import STEMS, Part, Song, compose
 
@@ -122,8 +120,7 @@ def song_seeds(split: str, seed: int, tracks: int) -> range:
 def write_track(folder: Path, song: Song, audio: dict[str, np.ndarray], gain: float, sample_rate: int,
                 split: str, soundfont: Path, *, force: bool = False) -> None:
     """Write a track folder all-or-nothing: built in a hidden temp folder, renamed into place."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    with staged_dir(folder) as tmp:
         for name, data in audio.items():
             sf.write(tmp / f"{name}.wav", data, sample_rate, subtype="PCM_16", format="WAV")
         song.to_midi().write(str(tmp / "song.mid"))
@@ -132,14 +129,8 @@ def write_track(folder: Path, song: Song, audio: dict[str, np.ndarray], gain: fl
                 "active": {s: _active_fraction(audio[s], sample_rate) for s in STEMS},
                 "soundfont": soundfont.name, "generator": f"mtldm {__version__} data synth"}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder is for everyone who may read it
-        if folder.exists():
-            if not force:
-                raise _exists(folder)
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if folder.exists() and not force:
+            raise _exists(folder)
 
 
 def _exists(folder: Path) -> OutputError:
