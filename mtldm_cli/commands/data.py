@@ -78,9 +78,13 @@ def check(
 
     from ..data.datasets import StemDataset, parse_stem_map
 
-    logging.getLogger("mtldm.data").disabled = True  # the skipped tracks are reported below instead
-    ds = StemDataset(root, sample_rate=sample_rate, segment_seconds=segment, layout=layout.value,
-                     stem_map=parse_stem_map(stem_map or []), random_shift=False)
+    log = logging.getLogger("mtldm.data")
+    log.disabled = True  # the skipped tracks are reported below instead
+    try:
+        ds = StemDataset(root, sample_rate=sample_rate, segment_seconds=segment, layout=layout.value,
+                         stem_map=parse_stem_map(stem_map or []), random_shift=False)
+    finally:
+        log.disabled = False
     hours = sum(t.seconds for t in ds.tracks) / 3600
     missing = {s: sum(s in t.missing for t in ds.tracks) for s in ds.stems}
     if json_out:
