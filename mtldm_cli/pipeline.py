@@ -113,7 +113,7 @@ class MultiTrackPipeline:
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, model: str = "tiny-random", *, device: str = "auto", revision: str | None = None,
+    def from_pretrained(cls, model: str = "demo", *, device: str = "auto", revision: str | None = None,
                         offline: bool | None = None, cache_dir: str | os.PathLike | None = None,
                         progress: Callable[[str], None] | None = None) -> "MultiTrackPipeline":
         """Load a registry name, a local folder or a hub repo id (see ``checkpoints.toml``)."""
@@ -253,8 +253,7 @@ class MultiTrackPipeline:
     def embed_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """CLAP text embeddings ``[B, D]``, L2-normalised as the model was trained."""
         self._require_clap("a text prompt")
-        inputs = self.clap_processor(text=list(prompts), return_tensors="pt", padding=True).to(self.device)
-        return _embeds(self.clap.get_text_features(**inputs))
+        return clap_text_embedding(self.clap, self.clap_processor, prompts)
 
     @torch.no_grad()
     def embed_audio(self, wav: torch.Tensor) -> torch.Tensor:
@@ -263,12 +262,8 @@ class MultiTrackPipeline:
         The first ``clap_max_seconds`` are used, so the result never depends on a random crop.
         """
         self._require_clap("a reference clip")
-        from .audio import resample
-
-        sr = self.config.clap_sample_rate
-        clips = resample(wav.float().cpu(), self.sample_rate, sr)[..., : int(self.config.clap_max_seconds * sr)]
-        inputs = self.clap_processor(audio=list(clips.numpy()), sampling_rate=sr, return_tensors="pt").to(self.device)
-        return _embeds(self.clap.get_audio_features(**inputs))
+        return clap_audio_embedding(self.clap, self.clap_processor, wav, self.sample_rate,
+                                    self.config.clap_sample_rate, self.config.clap_max_seconds)
 
     def null_embedding(self) -> torch.Tensor | None:
         """The "no condition" embedding (CLAP of the empty text, as in MusicLDM); None if unconditional."""
@@ -493,6 +488,27 @@ class MultiTrackPipeline:
     def _output(self, wav: torch.Tensor, keep: Sequence[str], info: dict) -> MultiTrackOutput:
         stems = {s: wav[self.stems.index(s)].numpy().astype(np.float32) for s in keep}
         return MultiTrackOutput(stems=stems, sample_rate=self.sample_rate, info=info | {"stems": list(keep)})
+
+
+@torch.no_grad()
+def clap_text_embedding(clap, processor, prompts: Sequence[str]) -> torch.Tensor:
+    """CLAP text embeddings ``[B, D]``, L2-normalised as MusicLDM uses them."""
+    device = next(clap.parameters()).device
+    inputs = processor(text=list(prompts), return_tensors="pt", padding=True).to(device)
+    return _embeds(clap.get_text_features(**inputs))
+
+
+@torch.no_grad()
+def clap_audio_embedding(clap, processor, wav: torch.Tensor, sample_rate: int, clap_rate: int,
+                         max_seconds: float) -> torch.Tensor:
+    """CLAP audio embeddings ``[B, D]`` of ``[B, N]`` audio: the first ``max_seconds`` only, so the
+    result never depends on the feature extractor's random crop. Shared by sampling and training."""
+    from .audio import resample
+
+    device = next(clap.parameters()).device
+    clips = resample(wav.float().cpu(), sample_rate, clap_rate)[..., : int(max_seconds * clap_rate)]
+    inputs = processor(audio=list(clips.numpy()), sampling_rate=clap_rate, return_tensors="pt").to(device)
+    return _embeds(clap.get_audio_features(**inputs))
 
 
 def _embeds(out) -> torch.Tensor:

@@ -1,9 +1,10 @@
-"""Training: the VAE on per-stem log-mels, then the multi-track UNet on the frozen VAE's latents.
+"""Training: the VAE on per-stem log-mels, the multi-track UNet on the frozen VAE's latents
+(unconditional or CLAP-conditioned), and optionally a HiFi-GAN vocoder on the log-mels.
 
 One config file (YAML or TOML, validated by pydantic) describes the model and the run. Stages write
 into one output folder that is a model folder in the registry's layout the moment a stage has
 saved (``--model OUT`` loads it), plus ``training/`` with the resumable state of each stage, a CSV
-log of the losses and an SVG plot of them.
+log of the losses, an SVG plot of them, and what validation measured (and sampled) at each save.
 
 Runs on a CPU, one GPU, or many through ``accelerate launch``. Every step's batch and noise are
 drawn from (seed, stage, step, process), so a run resumed from its last save makes exactly the
@@ -24,14 +25,14 @@ from typing import Callable, Iterator, Literal, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .audio import atomic_write_text, staged_dir
 from .config import AudioConfig, PipelineConfig, SamplingDefaults
 from .errors import InputError
 from .model import UNetConfig
 
-STAGES = ("vae", "unet")
+STAGES = ("vae", "unet", "vocoder")  # run in this order; a stage's index seeds its random streams
 
 
 class _Strict(BaseModel):
@@ -44,6 +45,9 @@ class DataConfig(_Strict):
     layout: Literal["auto", "stems", "slakh"] = "auto"
     stem_map: dict[str, list[str]] = Field(default_factory=dict)
     num_workers: int = 0
+    # Training windows may be shorter than the model's segment (the UNet is convolutional, and
+    # attends over whatever length it is given): cheaper steps for a CPU-trained model.
+    window_frames: Optional[int] = Field(None, ge=8)
 
 
 class Optim(_Strict):
@@ -67,6 +71,38 @@ class UNetTrain(Optim):
     unet: UNetConfig = Field(default_factory=lambda: UNetConfig(cond_dim=None))
     lr: float = Field(3e-5, gt=0)
     ema_decay: float = Field(0.999, ge=0, lt=1)
+    # A folder with a transformers CLAP (ClapModel + ClapProcessor), e.g. a model folder's clap/:
+    # the UNet is then conditioned on the CLAP audio embedding of each window's mix, replaced by the
+    # null embedding (CLAP of the empty text) for a null_fraction of the items, for guidance.
+    clap: Optional[Path] = None
+    null_fraction: float = Field(0.1, ge=0, le=1)
+
+
+class VocoderTrain(Optim):
+    """A HiFi-GAN generator (transformers' SpeechT5HifiGan) on ground-truth log-mels, trained with a
+    multi-resolution STFT + log-mel L1 loss and no discriminator (a CPU-sized recipe).
+
+    kind: griffin-lim (no stage), hifigan (train and use it), or auto (train it, and keep it only if
+    it beats Griffin-Lim on the validation split's multi-resolution STFT distance).
+    """
+
+    kind: Literal["griffin-lim", "hifigan", "auto"] = "griffin-lim"
+    steps: int = Field(2000, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    window_frames: int = Field(32, ge=4)
+    upsample_initial_channel: int = 64
+    upsample_rates: tuple[int, ...] = (4, 4, 4, 4)
+    resblock_kernel_sizes: tuple[int, ...] = (3, 7)
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5))
+    mel_weight: float = 1.0
+
+
+class ValidationConfig(_Strict):
+    """What each save measures on data.validation (skipped when that is not set)."""
+
+    items: int = Field(8, ge=1)  # windows, spread over the split
+    samples: int = Field(1, ge=0)  # clips the UNet stage samples (EMA weights) into training/samples/
+    sample_steps: int = Field(25, ge=1)
 
 
 class TrainConfig(_Strict):
@@ -76,12 +112,28 @@ class TrainConfig(_Strict):
     data: DataConfig
     vae: VAETrain = Field(default_factory=VAETrain)
     unet: UNetTrain = Field(default_factory=UNetTrain)
-    vocoder: Literal["griffin-lim"] = "griffin-lim"
+    vocoder: VocoderTrain = Field(default_factory=VocoderTrain)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     seed: int = 0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     log_every: int = Field(10, ge=1)
     save_every: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _frames_fit(self):
+        step = 2 ** (len(self.vae.block_out_channels) - 1) * self.unet.unet.downsample_factor
+        for name, frames in (("audio.segment_frames", self.audio.segment_frames), ("data.window_frames", self.data.window_frames)):
+            if frames is not None and frames % step:
+                raise ValueError(f"{name} ({frames}) must be a multiple of {step} (VAE x UNet downsampling)")
+        if self.vocoder.kind != "griffin-lim" and math.prod(self.vocoder.upsample_rates) != self.audio.hop_length:
+            raise ValueError(f"vocoder.upsample_rates multiply to {math.prod(self.vocoder.upsample_rates)}, "
+                             f"not audio.hop_length ({self.audio.hop_length})")
+        if (self.unet.unet.cond_dim is None) != (self.unet.clap is None):
+            raise ValueError("unet.unet.cond_dim and unet.clap go together: set both (CLAP-conditioned) or neither")
+        if len(self.vocoder.resblock_kernel_sizes) != len(self.vocoder.resblock_dilation_sizes):
+            raise ValueError("vocoder.resblock_kernel_sizes and resblock_dilation_sizes differ in length")
+        return self
 
 
 def load_config(path: os.PathLike) -> TrainConfig:
@@ -204,17 +256,22 @@ class Trainer:
         self.acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu or not torch.cuda.is_available())
         set_seed(cfg.seed)
         self.front = MelFrontEnd(cfg.audio)
+        self.frames = cfg.data.window_frames or cfg.audio.segment_frames
         self.data = StemDataset(cfg.data.train, stems=cfg.audio.stems, sample_rate=cfg.audio.sample_rate,
-                                segment_seconds=cfg.audio.segment_seconds, layout=cfg.data.layout,
-                                stem_map=cfg.data.stem_map or None, seed=cfg.seed)
-        self.frames = cfg.audio.segment_frames
+                                segment_seconds=self.frames * cfg.audio.hop_length / cfg.audio.sample_rate,
+                                layout=cfg.data.layout, stem_map=cfg.data.stem_map or None, seed=cfg.seed)
+        self.val = None if cfg.data.validation is None else StemDataset(
+            cfg.data.validation, stems=cfg.audio.stems, sample_rate=cfg.audio.sample_rate,
+            segment_seconds=self.data.segment_seconds, layout=cfg.data.layout,
+            stem_map=cfg.data.stem_map or None, seed=cfg.seed)
+        self._val_cache: dict[str, torch.Tensor] = {}
         if self.acc.is_main_process:
             (self.out / "training").mkdir(parents=True, exist_ok=True)
             (self.out / "training" / "config.json").write_text(cfg.model_dump_json(indent=2))
 
     # -- the loop shared by every stage --------------------------------------------------------
     def _loop(self, stage: str, model: torch.nn.Module, opt_cfg: Optim, loss_fn, *, ema=None,
-              on_save: Callable[[], None], resume: bool) -> int:
+              on_save: Callable[[int], None], resume: bool) -> int:
         acc, cfg = self.acc, self.cfg
         sid = STAGES.index(stage)
         state = self.out / "training" / stage
@@ -259,13 +316,15 @@ class Trainer:
         acc.free_memory()  # the next stage prepares (and checkpoints) only its own model
         return opt_cfg.steps
 
-    def _save(self, state: Path, step: int, export: Callable[[], None]) -> None:
-        """Resumable state first, then the step that names it, then the loadable model."""
+    def _save(self, state: Path, step: int, export: Callable[[int], None]) -> None:
+        """Resumable state first, then the step that names it, then the loadable model and its
+        validation (which draws only from its own random streams, so resuming stays exact)."""
         self.acc.wait_for_everyone()
         self.acc.save_state(str(state))
         if self.acc.is_main_process:
             atomic_write_text(state / "step.json", json.dumps({"step": step}))
-            export()
+            with torch.random.fork_rng(devices=[]):
+                export(step)
             plot_losses(self.out / "training" / "log.csv", self.out / "training" / "loss.svg")
         self.acc.wait_for_everyone()
 
@@ -279,29 +338,25 @@ class Trainer:
             loss, l1, kl = model(_mels(front, stems, frames), g)
             return loss, {"l1": l1, "kl": kl}
 
-        def export():
+        def export(step):
             m = self.acc.unwrap_model(vae).vae
             _save_component(lambda p: m.save_pretrained(p), self.out / "vae")
+            self._validate_vae(m, step)
 
         self._loop("vae", vae, cfg.vae, loss_fn, on_save=export, resume=resume)
 
     # -- UNet ----------------------------------------------------------------------------------
     def train_unet(self, *, resume: bool = True) -> None:
-        from diffusers import AutoencoderKL
         from diffusers.training_utils import EMAModel
 
         from .model import MultiTrackUNet
         from .samplers import q_sample, training_scheduler
 
         cfg = self.cfg
-        if not (self.out / "vae" / "config.json").is_file():
-            raise InputError(f"{self.out}: has no trained VAE", "train the vae stage first (--stage vae)")
-        vae = AutoencoderKL.from_pretrained(self.out / "vae").to(self.acc.device).eval().requires_grad_(False)
+        vae = self._frozen_vae()
         if cfg.unet.unet.stems != len(cfg.audio.stems) or cfg.unet.unet.latent_channels != vae.config.latent_channels:
             raise InputError("unet.unet.stems / latent_channels do not match audio.stems / the VAE's latent channels")
-        if cfg.unet.unet.cond_dim is not None:
-            raise InputError("unet.unet.cond_dim: CLAP-conditioned training is not supported yet",
-                             "set cond_dim: null (unconditional)")
+        clap = self._clap()
         if not (resume and saved_step(self.out / "training" / "unet")):
             self._scale_by_std(vae)
         scale = vae.config.scaling_factor
@@ -317,19 +372,38 @@ class Trainer:
             with torch.no_grad():
                 z = _sample(vae.encode(_mels(front, stems, frames)).latent_dist, g)
                 x0 = (z * scale).reshape(b, s, *z.shape[1:])
+                cond = None if clap is None else clap.embed(stems.sum(1), g)
             t = torch.randint(0, len(alphas), (b,), generator=g).to(stems.device)
             noise = torch.randn(x0.shape, generator=g).to(stems.device)
             a = alphas.to(stems.device)[t].view(b, 1, 1, 1, 1)
-            eps = model(q_sample(x0, a, noise), t)
+            eps = model(q_sample(x0, a, noise), t, cond)
             return F.mse_loss(eps.float(), noise), {}
 
-        def export():
+        def export(step):
             m = self.acc.unwrap_model(unet)
             with _ema_weights(ema, m):
                 _save_component(lambda p: m.save_pretrained(p), self.out / "unet")
-            self._write_pipeline()
+                self._write_pipeline()
+                self._validate_unet(m, vae, clap, step)
 
         self._loop("unet", unet, cfg.unet, loss_fn, ema=ema, on_save=export, resume=resume)
+
+    def _frozen_vae(self):
+        from diffusers import AutoencoderKL
+
+        if not (self.out / "vae" / "config.json").is_file():
+            raise InputError(f"{self.out}: has no trained VAE", "train the vae stage first (--stage vae)")
+        return AutoencoderKL.from_pretrained(self.out / "vae").to(self.acc.device).eval().requires_grad_(False)
+
+    def _clap(self) -> Optional["_Clap"]:
+        u = self.cfg.unet
+        if u.clap is None:
+            return None
+        clap = _Clap(u.clap, self.cfg.audio.sample_rate, u.null_fraction, self.acc.device)
+        if u.unet.cond_dim != clap.dim:
+            raise InputError(f"unet.unet.cond_dim ({u.unet.cond_dim}) is not the CLAP embedding size ({clap.dim})",
+                             f"set cond_dim: {clap.dim}")
+        return clap
 
     @torch.no_grad()
     def _scale_by_std(self, vae) -> None:
@@ -343,14 +417,236 @@ class Trainer:
             _save_component(lambda p: vae.save_pretrained(p), self.out / "vae")
         self.acc.wait_for_everyone()
 
+    # -- vocoder -------------------------------------------------------------------------------
+    def train_vocoder(self, *, resume: bool = True) -> None:
+        cfg, v = self.cfg, self.cfg.vocoder
+        if v.kind == "griffin-lim":
+            return
+        if v.kind == "auto" and self.val is None:
+            raise InputError("vocoder.kind auto compares with Griffin-Lim on data.validation, which is not set",
+                             "set data.validation, or vocoder.kind: hifigan")
+        torch.manual_seed(cfg.seed)
+        voc = build_vocoder(cfg)
+        front, hop, n = self.front, cfg.audio.hop_length, v.window_frames
+
+        def loss_fn(model, stems, g):
+            clips = stems.reshape(-1, stems.shape[-1])
+            start = torch.randint(0, clips.shape[-1] - n * hop + 1, (len(clips),), generator=g)
+            clips = torch.stack([c[o:o + n * hop] for c, o in zip(clips, start.tolist())])
+            active = clips.abs().mean(-1) >= 1e-3
+            clips = clips[active] if active.any() else clips
+            mel = front(clips, n)
+            wav = model(mel)
+            mel_l1 = (front(wav, n) - mel).abs().mean()
+            return _mrstft(wav, clips) + v.mel_weight * mel_l1, {"l1": mel_l1}
+
+        def export(step):
+            m = self.acc.unwrap_model(voc)
+            _save_component(lambda p: m.save_pretrained(p), self.out / "training" / "vocoder-hifigan")
+            self._validate_vocoder(m, step)
+
+        self._loop("vocoder", voc, v, loss_fn, on_save=export, resume=resume)
+        if self.acc.is_main_process:
+            self._choose_vocoder()
+        self.acc.wait_for_everyone()
+
+    def _choose_vocoder(self) -> None:
+        """Keep the trained HiFi-GAN (kind hifigan, or auto when it beats Griffin-Lim) as vocoder/."""
+        kind = self.cfg.vocoder.kind
+        scores = self._read_validation("vocoder")
+        chosen = "hifigan"
+        if kind == "auto":
+            chosen = "hifigan" if scores.get("mrstft_hifigan", math.inf) < scores.get("mrstft_griffin_lim", 0) else "griffin-lim"
+        if chosen == "hifigan":
+            _save_component(lambda p: shutil.copytree(self.out / "training" / "vocoder-hifigan", p, dirs_exist_ok=True),
+                            self.out / "vocoder")
+        else:
+            shutil.rmtree(self.out / "vocoder", ignore_errors=True)
+        atomic_write_text(self.out / "training" / "vocoder.json", json.dumps({"kind": kind, "chosen": chosen, **scores}, indent=2))
+        if (self.out / "unet" / "config.json").is_file():
+            self._write_pipeline()
+
     def _write_pipeline(self) -> None:
         cfg = self.cfg
-        pipe = PipelineConfig(name=cfg.name, description=cfg.description, audio=cfg.audio, conditioning="none",
-                              vocoder=cfg.vocoder, sampling=cfg.sampling)
+        vocoder = "griffin-lim"
+        chosen = self.out / "training" / "vocoder.json"
+        if chosen.is_file() and (self.out / "vocoder").is_dir():
+            vocoder = json.loads(chosen.read_text())["chosen"]
+        clap = {}
+        if cfg.unet.clap is not None:
+            if not (self.out / "clap").is_dir():
+                _save_component(lambda p: shutil.copytree(cfg.unet.clap, p, dirs_exist_ok=True), self.out / "clap")
+            c = _Clap.rates(cfg.unet.clap)
+            clap = dict(conditioning="clap", clap_sample_rate=c[0], clap_max_seconds=c[1])
+        pipe = PipelineConfig(name=cfg.name, description=cfg.description, audio=cfg.audio,
+                              **({"conditioning": "none"} | clap), vocoder=vocoder, sampling=cfg.sampling)
         atomic_write_text(self.out / "pipeline.json", pipe.model_dump_json(indent=2))
         from .samplers import training_scheduler
 
         _save_component(lambda p: training_scheduler().save_pretrained(p), self.out / "scheduler")
+
+    # -- validation (main process, at every save) ----------------------------------------------
+    def _val_stems(self) -> Optional[torch.Tensor]:
+        """``[K, S, N]``: the same windows at every save, spread over the validation split."""
+        if self.val is None:
+            return None
+        if "stems" not in self._val_cache:
+            idx = np.unique(np.linspace(0, len(self.val) - 1, self.cfg.validation.items).round().astype(int))
+            self._val_cache["stems"] = torch.stack([self.val[(int(i), 0)]["stems"] for i in idx])
+        return self._val_cache["stems"].to(self.acc.device)
+
+    def _val_clips(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Validation stems as ``[K*S, N]`` clips and their log-mels, silent stems left out."""
+        stems = self._val_stems()
+        if stems is None:
+            return None
+        clips = stems.reshape(-1, stems.shape[-1])
+        clips = clips[clips.abs().mean(-1) >= 1.5e-5]
+        return clips, self.front(clips, self.frames)
+
+    def _griffin_lim(self, mel: torch.Tensor) -> torch.Tensor:
+        from .audio import griffin_lim_vocoder
+
+        if "gl" not in self._val_cache:
+            self._val_cache["gl"] = griffin_lim_vocoder(self.cfg.audio).to(mel.device)
+        return self._val_cache["gl"](mel)
+
+    @torch.no_grad()
+    def _validate_vae(self, vae, step: int) -> None:
+        got = self._val_clips()
+        if got is None:
+            return
+        clips, mel = got
+        rec = vae.decode(vae.encode(mel[:, None]).latent_dist.mode()).sample[:, 0]
+        wav = self._griffin_lim(rec)
+        self._write_validation("vae", step, {"mel_l1": float((rec - mel).abs().mean()),
+                                             "mrstft_griffin_lim": float(_mrstft(wav, clips[..., : wav.shape[-1]]))})
+
+    @torch.no_grad()
+    def _validate_vocoder(self, voc, step: int) -> None:
+        got = self._val_clips()
+        if got is None:
+            return
+        clips, mel = got
+        values = {"mrstft_hifigan": float(_mrstft(voc(mel), clips[..., : mel.shape[1] * self.cfg.audio.hop_length]))}
+        if "mrstft_gl" not in self._val_cache:
+            wav = self._griffin_lim(mel)
+            self._val_cache["mrstft_gl"] = torch.tensor(float(_mrstft(wav, clips[..., : wav.shape[-1]])))
+        values["mrstft_griffin_lim"] = float(self._val_cache["mrstft_gl"])
+        self._write_validation("vocoder", step, values)
+
+    @torch.no_grad()
+    def _validate_unet(self, unet, vae, clap, step: int) -> None:
+        """Epsilon loss on validation windows with fixed noise and timesteps, and sampled clips."""
+        from .samplers import q_sample, training_scheduler
+
+        stems = self._val_stems()
+        if stems is None:
+            return
+        b, s = stems.shape[:2]
+        g = step_generator(self.cfg.seed, len(STAGES), 0, 0)  # a stream no training step uses
+        z = vae.encode(_mels(self.front, stems, self.frames)).latent_dist.mode()
+        x0 = (z * vae.config.scaling_factor).reshape(b, s, *z.shape[1:])
+        alphas = training_scheduler().alphas_cumprod
+        t = torch.linspace(0, len(alphas) - 1, b).long()
+        noise = torch.randn(x0.shape, generator=g).to(x0.device)
+        cond = None if clap is None else clap.null.expand(b, -1)
+        eps = unet(q_sample(x0, alphas[t].view(b, 1, 1, 1, 1).to(x0.device), noise), t.to(x0.device), cond)
+        self._write_validation("unet", step, {"eps_mse": float(F.mse_loss(eps.float(), noise))})
+        if self.cfg.validation.samples:
+            self._sample_clips(unet, vae, clap, step)
+
+    def _sample_clips(self, unet, vae, clap, step: int) -> None:
+        from .audio import griffin_lim_vocoder
+        from .pipeline import MultiTrackPipeline
+        from .samplers import training_scheduler
+
+        cfg = self.cfg
+        pipe = MultiTrackPipeline(
+            config=PipelineConfig(name=cfg.name, audio=cfg.audio, conditioning="none" if clap is None else "clap",
+                                  vocoder="griffin-lim", sampling=cfg.sampling),
+            vae=vae, unet=unet, vocoder=griffin_lim_vocoder(cfg.audio), scheduler=training_scheduler(),
+            clap=None if clap is None else clap.model, clap_processor=None if clap is None else clap.processor)
+        pipe.device = self.acc.device
+        folder = self.out / "training" / "samples" / f"unet-{step:07d}"
+        folder.parent.mkdir(exist_ok=True)
+        seconds = self.frames * cfg.audio.hop_length / cfg.audio.sample_rate
+        with staged_dir(folder) as tmp:
+            for k in range(cfg.validation.samples):
+                out = pipe.generate(duration=seconds, steps=cfg.validation.sample_steps, seed=k)
+                out.save(tmp / f"seed{k}", force=True)
+
+    def _write_validation(self, stage: str, step: int, values: dict) -> None:
+        path = self.out / "training" / "validation.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(("stage", "step", "metric", "value"))
+            for k, v in values.items():
+                w.writerow((stage, step, k, f"{v:.6g}"))
+
+    def _read_validation(self, stage: str) -> dict:
+        """The last value of each metric a stage logged."""
+        path = self.out / "training" / "validation.csv"
+        if not path.is_file():
+            return {}
+        with open(path, newline="") as f:
+            return {r["metric"]: float(r["value"]) for r in csv.DictReader(f) if r["stage"] == stage}
+
+
+class _Clap:
+    """A frozen CLAP for conditioning: the mix's audio embedding, the null one for a fraction."""
+
+    def __init__(self, folder: Path, sample_rate: int, null_fraction: float, device):
+        from transformers import ClapModel, ClapProcessor
+
+        try:
+            self.model = ClapModel.from_pretrained(folder).to(device).eval().requires_grad_(False)
+            self.processor = ClapProcessor.from_pretrained(folder)
+        except (OSError, ValueError) as e:
+            raise InputError(f"unet.clap {folder}: not a CLAP folder ({str(e).splitlines()[0]})",
+                             "give a folder with a transformers ClapModel and ClapProcessor (a model's clap/)") from None
+        self.sample_rate, self.null_fraction = sample_rate, null_fraction
+        self.clap_rate, self.max_seconds = self.rates(folder, self.processor)
+        from .pipeline import clap_text_embedding
+
+        self.null = clap_text_embedding(self.model, self.processor, [""])
+        self.dim = self.null.shape[-1]
+
+    @staticmethod
+    def rates(folder: Path, processor=None) -> tuple[int, float]:
+        """(sampling rate, longest clip in seconds) of a CLAP's feature extractor."""
+        if processor is None:
+            from transformers import ClapProcessor
+
+            processor = ClapProcessor.from_pretrained(folder)
+        fe = processor.feature_extractor
+        return int(fe.sampling_rate), fe.nb_max_samples / fe.sampling_rate
+
+    def embed(self, mix: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        from .pipeline import clap_audio_embedding
+
+        emb = clap_audio_embedding(self.model, self.processor, mix, self.sample_rate, self.clap_rate, self.max_seconds)
+        drop = (torch.rand(len(mix), generator=g) < self.null_fraction).to(emb.device)
+        return torch.where(drop[:, None], self.null.to(emb.device), emb)
+
+
+def _mrstft(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    from .metrics import mrstft_distance
+
+    return mrstft_distance(est, ref)
+
+
+def build_vocoder(cfg: TrainConfig):
+    from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+    v = cfg.vocoder
+    return SpeechT5HifiGan(SpeechT5HifiGanConfig(
+        model_in_dim=cfg.audio.n_mels, sampling_rate=cfg.audio.sample_rate,
+        upsample_initial_channel=v.upsample_initial_channel, upsample_rates=list(v.upsample_rates),
+        upsample_kernel_sizes=[2 * r for r in v.upsample_rates], resblock_kernel_sizes=list(v.resblock_kernel_sizes),
+        resblock_dilation_sizes=[list(d) for d in v.resblock_dilation_sizes], normalize_before=False))
 
 
 class _ema_weights:
@@ -401,7 +697,11 @@ def check_out(cfg: TrainConfig, out: Path, *, resume: bool, force: bool) -> None
             raise OutputError(f"{out}: holds a training run", "drop --no-resume to continue it, or pass --force to start over")
         shutil.rmtree(out / "training")
         return
-    if TrainConfig.model_validate_json(saved.read_text()) != cfg and not force:
+    try:
+        same = TrainConfig.model_validate_json(saved.read_text()) == cfg
+    except ValidationError:  # written by another version of mtldm
+        same = False
+    if not same and not force:
         raise OutputError(f"{out}: was trained with another config (see {saved})",
                           "use the same config to resume, another --out, or --force")
 

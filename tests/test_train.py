@@ -156,7 +156,7 @@ def test_config_errors_are_one_line(cli, config, data, tmp_path):
     toml.write_text(f'name = "t"\n[data]\ntrain = "{tmp_path / "missing"}"\n')
     assert_one_line_error(cli("train", toml, "--out", tmp_path / "o"), 2, "not a folder")
     with pytest.raises(InputError, match="unknown stage"):
-        train(load_config(config), tmp_path / "o", stages=("vocoder",))
+        train(load_config(config), tmp_path / "o", stages=("gan",))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     assert_one_line_error(cli("train", config, "--out", tmp_path / "busy"), 4, "not a training run")
@@ -174,3 +174,100 @@ def test_resume_refuses_another_config_and_no_resume_needs_force(cli, config, tr
     assert_one_line_error(cli("train", config, "--out", out, "--no-resume"), 4, "holds a training run")
     r = cli("train", config, "--out", out, "--json")  # same config, all steps done: nothing to do
     assert r.exit_code == 0 and json.loads(r.stdout)["ok"]
+
+
+# ----- CLAP conditioning, the vocoder stage and validation --------------------------------------
+
+@pytest.fixture(scope="module")
+def full(data, tmp_path_factory) -> Path:
+    """Every stage on a tiny config: CLAP-conditioned UNet, HiFi-GAN vocoder, validation at each save."""
+    from mtldm_cli.config import PipelineConfig
+    from mtldm_cli.tiny import CLAP_DIM, _tiny_clap
+
+    root = tmp_path_factory.mktemp("full")
+    synthesize(root / "val", tracks=1, seconds=3.0, seed=0, split="validation")
+    _tiny_clap(root / "clap", PipelineConfig(name="clap", clap_max_seconds=2.0))
+    cfg = {**TINY, "data": {"train": str(data), "validation": str(root / "val")},
+           "unet": {**TINY["unet"], "steps": 4, "clap": str(root / "clap"),
+                    "unet": {**TINY["unet"]["unet"], "cond_dim": CLAP_DIM}},
+           "vocoder": {"kind": "hifigan", "steps": 4, "batch_size": 2, "upsample_initial_channel": 16,
+                       "upsample_rates": [4, 4, 10], "window_frames": 16},
+           "validation": {"items": 2, "samples": 1, "sample_steps": 2}, "save_every": 2}
+    (root / "full.yaml").write_text(yaml.safe_dump(cfg))
+    train(root / "full.yaml", root / "model")
+    return root / "model"
+
+
+def test_clap_conditioned_training_makes_a_conditional_model(full, data):
+    from transformers import SpeechT5HifiGan
+
+    from mtldm_cli import MultiTrackPipeline
+
+    pipe = MultiTrackPipeline.from_pretrained(str(full), device="cpu")
+    assert pipe.conditional and pipe.config.clap_max_seconds == 2.0
+    assert pipe.config.vocoder == "hifigan" and isinstance(pipe.vocoder, SpeechT5HifiGan)
+    out = pipe.condition(data / "Track0000000" / "mix.wav", duration=0.64, seed=0)
+    wav = np.stack(list(out.stems.values()))
+    assert wav.shape == (4, 10240) and np.isfinite(wav).all()
+
+
+def test_validation_is_logged_at_every_save_with_sampled_clips(full):
+    import csv
+
+    with open(full / "training" / "validation.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    seen = {(r["stage"], r["metric"], int(r["step"])) for r in rows}
+    for step in (2, 4):
+        assert {("vae", "mel_l1", step), ("vae", "mrstft_griffin_lim", step), ("unet", "eps_mse", step),
+                ("vocoder", "mrstft_hifigan", step), ("vocoder", "mrstft_griffin_lim", step)} <= seen
+    assert all(np.isfinite(float(r["value"])) for r in rows)
+    clips = full / "training" / "samples" / "unet-0000004" / "seed0"
+    assert sorted(p.name for p in clips.iterdir()) == ["bass.wav", "drums.wav", "guitar.wav", "mix.wav", "piano.wav", "run.json"]
+    choice = json.loads((full / "training" / "vocoder.json").read_text())
+    assert choice["kind"] == choice["chosen"] == "hifigan"
+    assert choice["mrstft_hifigan"] > 0 and choice["mrstft_griffin_lim"] > 0
+
+
+def test_auto_vocoder_keeps_griffin_lim_unless_the_hifigan_beats_it(full, tmp_path):
+    """The choice follows the measurement: replay it on a copy of the run with each winner."""
+    import shutil
+
+    from mtldm_cli.train import TrainConfig, Trainer
+
+    run = tmp_path / "run"
+    shutil.copytree(full, run)
+    saved = json.loads((run / "training" / "config.json").read_text())
+    saved["vocoder"]["kind"] = "auto"
+    trainer = Trainer(TrainConfig.model_validate(saved), run)
+    for hifigan, gl, want in ((9.0, 1.0, "griffin-lim"), (1.0, 9.0, "hifigan")):
+        with open(run / "training" / "validation.csv", "a") as f:
+            f.write(f"vocoder,99,mrstft_hifigan,{hifigan}\nvocoder,99,mrstft_griffin_lim,{gl}\n")
+        trainer._choose_vocoder()
+        assert json.loads((run / "pipeline.json").read_text())["vocoder"] == want
+        assert (run / "vocoder").is_dir() == (want == "hifigan")
+
+
+def test_null_embedding_replaces_the_given_fraction(full):
+    from mtldm_cli.train import _Clap
+
+    mix = torch.randn(64, 16000) * 0.1
+    for fraction, expect in ((0.0, 0), (1.0, 64)):
+        clap = _Clap(full / "clap", 16000, fraction, "cpu")
+        emb = clap.embed(mix[:2].repeat(32, 1), torch.Generator().manual_seed(0))
+        assert int(torch.isclose(emb, clap.null).all(-1).sum()) == expect
+    clap = _Clap(full / "clap", 16000, 0.1, "cpu")
+    nulls = sum(int(torch.isclose(clap.embed(mix[:1].repeat(64, 1), torch.Generator().manual_seed(s)), clap.null)
+                    .all(-1).sum()) for s in range(10))
+    assert 30 <= nulls <= 100  # 10% of 640
+
+
+def test_vocoder_and_window_config_errors(tmp_path, data):
+    base = {**TINY, "data": {"train": str(data)}}
+    cases = [({"vocoder": {"kind": "hifigan", "upsample_rates": [4, 4]}}, "multiply to 16"),
+             ({"data": {"train": str(data), "window_frames": 30}}, r"data.window_frames \(30\) must be a multiple of 4"),
+             ({"unet": {**TINY["unet"], "unet": {**TINY["unet"]["unet"], "cond_dim": 32}}}, "cond_dim and unet.clap go together")]
+    for extra, msg in cases:
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({**base, **extra}))
+        with pytest.raises(InputError, match=msg):
+            load_config(path)

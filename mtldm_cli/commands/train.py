@@ -1,4 +1,4 @@
-"""``mtldm train``: train the VAE and the multi-track UNet from a config file."""
+"""``mtldm train``: train the VAE, the multi-track UNet and a vocoder from a config file."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ from ._common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, progress
 def train(
     config: Annotated[Path, typer.Argument(help="Training config (.yaml or .toml); see docs/training.md.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to train into (loads with --model OUT).")],
-    stage: Annotated[Optional[list[str]], typer.Option(help="Stage(s) to run: vae, unet (default: all, in that order).")] = None,
+    stage: Annotated[Optional[list[str]], typer.Option(help="Stage(s) to run: vae, unet, vocoder (default: all, in that order).")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue a run found in OUT from its last save.")] = True,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when a GPU is there.")] = False,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a model on stem folders: the VAE on per-stem log-mels, then the UNet on its latents.
+    """Train a model on stem folders: the VAE on per-stem log-mels, the UNet on its latents, a vocoder.
 
-    Runs on a CPU, a GPU, or many through `accelerate launch -m mtldm_cli train ...`. A killed run resumes from its last save with the same result as an uninterrupted one. Losses go to OUT/training/log.csv and loss.svg.
+    Runs on a CPU, a GPU, or many through `accelerate launch -m mtldm_cli train ...`. A killed run resumes from its last save with the same result as an uninterrupted one. Losses go to OUT/training/log.csv and loss.svg; validation (with data.validation) to validation.csv and samples/.
     """
     from ..train import STAGES, train as run
 
