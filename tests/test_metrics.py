@@ -34,3 +34,56 @@ def test_msdm_windows_and_improvement():
     assert abs(as_mix["a"]["si_sdri"]) < 1e-9
     none_active = evaluate_separation({"a": ref["a"]}, {"a": ref["a"]}, sr)
     assert none_active["a"]["windows"] == 0 and np.isnan(none_active["a"]["si_sdri"])
+
+
+def test_mrstft_distance_is_zero_for_the_same_signal_and_grows_with_error():
+    import torch
+
+    from mtldm_cli.metrics import mrstft_distance
+
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16000, generator=rng)
+    assert float(mrstft_distance(x, x)) < 1e-5
+    near, far = x + 0.01 * torch.randn(x.shape, generator=rng), x + 0.5 * torch.randn(x.shape, generator=rng)
+    assert 0 < float(mrstft_distance(near, x)) < float(mrstft_distance(far, x))
+
+
+def test_chroma_finds_the_pitch_class_and_agreement_follows_the_key():
+    from mtldm_cli.metrics import chroma, chroma_agreement
+
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    a440 = np.sin(2 * np.pi * 440 * t)
+    assert int(np.argmax(chroma(a440, sr))) == 9  # A
+    c_major = sum(np.sin(2 * np.pi * f * t) for f in (261.63, 329.63, 392.0))
+    c_major_up = sum(np.sin(2 * np.pi * f * t) for f in (523.25, 659.25, 783.99))
+    f_sharp = sum(np.sin(2 * np.pi * f * t) for f in (369.99, 466.16, 554.37))
+    assert chroma_agreement(c_major, c_major_up, sr) > 0.95 > 0.2 > chroma_agreement(c_major, f_sharp, sr)
+
+
+def test_onset_agreement_is_high_in_time_and_low_off_beat():
+    from mtldm_cli.metrics import onset_agreement
+
+    sr = 16000
+    rng = np.random.default_rng(0)
+
+    def clicks(offset):
+        x = np.zeros(4 * sr)
+        for k in np.arange(offset, 4, 0.5):
+            i = int(k * sr)
+            x[i:i + 800] += rng.standard_normal(800) * np.exp(-np.arange(800) / 200)
+        return x
+
+    on, off = clicks(0.0), clicks(0.25)
+    assert onset_agreement(on, clicks(0.0), sr) > 0.8
+    assert onset_agreement(on, off, sr) < 0.2
+
+
+def test_frechet_distance_is_zero_for_one_set_and_sees_a_mean_shift():
+    from mtldm_cli.metrics import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4000, 4))
+    assert abs(frechet_distance(a, a)) < 1e-6
+    shifted = frechet_distance(a, rng.standard_normal((4000, 4)) + np.array([2.0, 0, 0, 0]))
+    assert 3.5 < shifted < 4.5  # |mu_a - mu_b|^2 = 4, covariances equal
