@@ -23,7 +23,7 @@ from .checkpoints import PIPELINE_FILE, ResolvedModel, resolve_model
 from .config import PRESETS, PipelineConfig, Sampler
 from .errors import InputError, ModelError, StemError
 from .samplers import cfg_model_fn, sample_ddim, sample_scheduler
-from .separation import eps_score, karras_sigmas, sample_separation, separation_differential
+from .separation import eps_score, karras_sigmas, sample_separation, separation_differential, wiener_filter
 
 Callback = Callable[[dict], None] | None
 METHODS = ("dirac", "gaussian")
@@ -448,11 +448,13 @@ class MultiTrackPipeline:
 
     def separate(self, mixture: AudioLike, *, sample_rate: int | None = None, method: str = "dirac",
                  steps: int | None = None, s_churn: float = 20.0, resamples: int = 2, sigma_min: float = 1e-4,
-                 sigma_max: float = 1.0, gamma: float = 0.75, source: int = -1, seed: int | None = None,
-                 callback: Callback = None) -> MultiTrackOutput:
+                 sigma_max: float = 1.0, gamma: float = 0.75, source: int = -1, wiener: bool = False,
+                 seed: int | None = None, callback: Callback = None) -> MultiTrackOutput:
         """Separate a mixture into stems with MSDM's ``dirac`` or ``gaussian`` posterior sampler.
 
         The model is conditioned on the CLAP embedding of the mixture itself (what it was trained on).
+        ``wiener`` turns the decoded stems into soft masks over the mixture's STFT, so the outputs
+        keep the mixture's phase and sum back to it.
         """
         if method not in METHODS:
             raise InputError(f"unknown separation method '{method}'", f"use one of: {', '.join(METHODS)}")
@@ -479,7 +481,9 @@ class MultiTrackPipeline:
                                   num_resamples=resamples, generator=g, callback=callback)
         t1 = time.perf_counter()
         wav = self.decode(z, samples)[0]
-        info = self._info("separate", mixture=_name(mixture, None), method=method, seed=seed, steps=steps,
+        if wiener:
+            wav = wiener_filter(wav, mix)
+        info = self._info("separate", mixture=_name(mixture, None), method=method, wiener=wiener, seed=seed, steps=steps,
                           s_churn=s_churn, resamples=resamples, sigma_min=sigma_min, sigma_max=sigma_max,
                           **({"pinned_stem": self.stems[source]} if method == "dirac" else {"gamma": gamma}),
                           timings=dict(sample_s=round(t1 - t0, 3), decode_s=round(time.perf_counter() - t1, 3)))

@@ -93,7 +93,26 @@ def separation_differential(method: str, score_fn: ScoreFn, mixture: torch.Tenso
     return lambda x, sigma: fn(x, sigma, score_fn, mixture, **kwargs)
 
 
+def wiener_filter(estimates: torch.Tensor, mixture: torch.Tensor, *, n_fft: int = 2048, hop: int = 512,
+                  power: float = 2.0, eps: float = 1e-10) -> torch.Tensor:
+    """Mixture-consistent stems: soft masks ``|E_i|^p / sum_j |E_j|^p`` from the estimates' STFTs,
+    applied to the mixture's STFT (open-unmix/demucs post-filters, single pass).
+
+    ``[S, N]`` estimates and an ``[N]`` mixture -> ``[S, N]`` stems that carry the mixture's phase
+    and sum back to it (where every estimate is silent, the mixture is shared equally).
+    """
+    window = torch.hann_window(n_fft, dtype=torch.float32, device=mixture.device)
+
+    def stft(x):
+        return torch.stft(x.float(), n_fft, hop, window=window, return_complex=True)
+
+    weights = stft(estimates).abs() ** power + eps
+    masks = weights / weights.sum(0, keepdim=True)
+    stems = torch.istft(masks * stft(mixture)[None], n_fft, hop, window=window, length=mixture.shape[-1])
+    return stems.to(estimates.dtype)
+
+
 __all__ = [
     "karras_sigmas", "eps_score", "dirac_differential", "gaussian_differential", "sample_separation",
-    "separation_differential", "DIFFERENTIALS"
+    "separation_differential", "wiener_filter", "DIFFERENTIALS"
 ]

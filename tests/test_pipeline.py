@@ -110,6 +110,8 @@ def test_separate(pipe, method):
     assert out.info["method"] == method
     again = pipe.separate(mix, method=method, steps=3, seed=0)
     assert np.array_equal(out.stems["piano"], again.stems["piano"])
+    filtered = pipe.separate(mix, method=method, steps=3, seed=0, wiener=True)
+    assert filtered.info["wiener"] and np.allclose(filtered.mix, mix, atol=1e-4)  # sums back to the mixture
 
 
 def test_separate_rejects_silence_and_bad_settings(pipe):

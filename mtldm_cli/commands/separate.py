@@ -25,13 +25,14 @@ def separate(
     mixture: Annotated[Path, typer.Argument(help="The mixture to separate.", show_default=False)],
     method: Annotated[Method, typer.Option(help="dirac: pin one stem to the mixture constraint; gaussian: Gaussian likelihood of the mixture.")] = Method.dirac,
     out: OutOpt = Path("out"),
-    model: ModelOpt = "tiny-random",
+    model: ModelOpt = "demo",
     steps: StepsOpt = None,
     churn: Annotated[float, typer.Option(min=0.0, help="MSDM's s_churn: noise re-injected per step.")] = 20.0,
     resamples: Annotated[int, typer.Option(min=1, help="Resampling passes per step.")] = 2,
     sigma_max: Annotated[float, typer.Option(min=0.0, help="Largest noise level (maps to the last timestep).")] = 1.0,
     sigma_min: Annotated[float, typer.Option(min=0.0, help="Smallest noise level.")] = 1e-4,
     gamma: Annotated[float, typer.Option(min=0.0, help="gaussian: likelihood width as a multiple of sigma.")] = 0.75,
+    wiener: Annotated[bool, typer.Option("--wiener/--no-wiener", help="Soft-mask the mixture's STFT with the estimates: outputs keep its phase and sum to it.")] = False,
     seed: SeedOpt = None,
     device: DeviceOpt = Device.auto,
     revision: RevisionOpt = None,
@@ -51,6 +52,7 @@ def separate(
     precheck_outputs(out, list(pipe.stems), force)
     with progress_callback(f"separating ({method.value})", quiet or json_out) as cb:
         result = pipe.separate(mixture, method=method.value, steps=steps, s_churn=churn, resamples=resamples,
-                               sigma_max=sigma_max, sigma_min=sigma_min, gamma=gamma, seed=seed, callback=cb)
+                               sigma_max=sigma_max, sigma_min=sigma_min, gamma=gamma, wiener=wiener, seed=seed,
+                               callback=cb)
     finish(result, out, command="separate", argv_info={}, force=force, float_wav=float_wav, json_out=json_out,
            quiet=quiet, started=started)
