@@ -203,6 +203,15 @@ class MultiTrackPipeline:
         starts = list(range(0, frames - w, w - overlap))
         return starts + [frames - w]
 
+    def chunk_starts(self, samples: int) -> tuple[list[int], int]:
+        """Start samples of the segment-long chunks that cover ``samples`` with the configured
+        overlap (at most half a segment), and the chunk length."""
+        seg = round(self.config.audio.segment_seconds * self.sample_rate)
+        if samples <= seg:
+            return [0], seg
+        overlap = min(seg // 2, max(1, round(self.config.sampling.window_overlap_seconds * self.sample_rate)))
+        return list(range(0, samples - seg, seg - overlap)) + [samples - seg], seg
+
     def _by_windows(self, fn, x: torch.Tensor, frames: int, scale_in: int, scale_out: int) -> torch.Tensor:
         """Apply ``fn`` window by window along dim -2, cutting each overlap at its middle."""
         starts = self.window_starts(frames)
@@ -468,30 +477,55 @@ class MultiTrackPipeline:
             raise InputError(f"{_name(mixture, 'mixture')}: is silent", "give a mixture with audible content")
         seed = secrets.randbelow(2**31) if seed is None else seed
         g = torch.Generator().manual_seed(seed)
-        samples = mix.shape[-1]
-        m = self.encode(mix[None, None])
-        cond = self.embed_audio(mix[None]) if self.conditional else None
-        score = eps_score(cfg_model_fn(self.unet, cond, None, 1.0), sigma_max, self.scheduler.config.num_train_timesteps)
         kwargs = {"source": source} if method == "dirac" else {"gamma_coeff": gamma}
-        noise = torch.randn((1, len(self.stems), *m.shape[2:]), generator=g).to(self.device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            z = sample_separation(separation_differential(method, score, m, **kwargs), noise,
-                                  karras_sigmas(steps, sigma_min, sigma_max), s_churn=s_churn,
-                                  num_resamples=resamples, generator=g, callback=callback)
-        t1 = time.perf_counter()
-        wav = self.decode(z, samples)[0]
+        sigmas = karras_sigmas(steps, sigma_min, sigma_max)
+        starts, seg = self.chunk_starts(mix.shape[-1])
+        wav = torch.zeros(len(self.stems), mix.shape[-1])
+        weight = torch.zeros(mix.shape[-1])
+        t0, decode_s = time.perf_counter(), 0.0
+        for k, a in enumerate(starts):  # the track stays on the CPU; one chunk at a time on the device
+            piece = mix[a:a + seg]
+            m = self.encode(piece[None, None])
+            cond = self.embed_audio(piece[None]) if self.conditional else None
+            score = eps_score(cfg_model_fn(self.unet, cond, None, 1.0), sigma_max, self.scheduler.config.num_train_timesteps)
+            noise = torch.randn((1, len(self.stems), *m.shape[2:]), generator=g).to(self.device)
+            step_cb = None
+            if callback is not None:
+                def step_cb(info, k=k):
+                    callback(info | {"i": k * steps + info["i"], "total": len(starts) * steps, "chunk": k})
+            with torch.no_grad():
+                z = sample_separation(separation_differential(method, score, m, **kwargs), noise, sigmas,
+                                      s_churn=s_churn, num_resamples=resamples, generator=g, callback=step_cb)
+            t1 = time.perf_counter()
+            w = crossfade(len(piece), seg - (starts[1] - starts[0]) if len(starts) > 1 else 0,
+                          first=k == 0, last=k == len(starts) - 1)
+            wav[:, a:a + seg] += self.decode(z, len(piece))[0] * w
+            weight[a:a + seg] += w
+            decode_s += time.perf_counter() - t1
+        wav = wav / weight
         if wiener:
             wav = wiener_filter(wav, mix)
+        sample_s = time.perf_counter() - t0 - decode_s
         info = self._info("separate", mixture=_name(mixture, None), method=method, wiener=wiener, seed=seed, steps=steps,
                           s_churn=s_churn, resamples=resamples, sigma_min=sigma_min, sigma_max=sigma_max,
                           **({"pinned_stem": self.stems[source]} if method == "dirac" else {"gamma": gamma}),
-                          timings=dict(sample_s=round(t1 - t0, 3), decode_s=round(time.perf_counter() - t1, 3)))
+                          chunks=len(starts), timings=dict(sample_s=round(sample_s, 3), decode_s=round(decode_s, 3)))
         return self._output(wav, self.stems, info)
 
     def _output(self, wav: torch.Tensor, keep: Sequence[str], info: dict) -> MultiTrackOutput:
         stems = {s: wav[self.stems.index(s)].numpy().astype(np.float32) for s in keep}
         return MultiTrackOutput(stems=stems, sample_rate=self.sample_rate, info=info | {"stems": list(keep)})
+
+
+def crossfade(n: int, overlap: int, *, first: bool, last: bool) -> torch.Tensor:
+    """Overlap-add weights of one chunk: linear ramps over the overlaps it shares with its neighbours."""
+    w = torch.ones(n)
+    ramp = torch.linspace(0, 1, overlap + 2)[1:-1] if overlap > 0 else torch.ones(0)
+    if not first and overlap:
+        w[:overlap] = ramp[: min(overlap, n)]
+    if not last and overlap:
+        w[n - overlap:] = ramp.flip(0)[-min(overlap, n):]
+    return w
 
 
 @torch.no_grad()

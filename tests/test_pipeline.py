@@ -114,6 +114,23 @@ def test_separate(pipe, method):
     assert filtered.info["wiener"] and np.allclose(filtered.mix, mix, atol=1e-4)  # sums back to the mixture
 
 
+def test_long_mixtures_are_separated_in_crossfaded_chunks(pipe):
+    import torch
+
+    from mtldm_cli.pipeline import crossfade
+
+    mix = sum(synth_stems(seconds=20.0).values())
+    starts, seg = pipe.chunk_starts(len(mix))
+    assert len(starts) == 3 and starts[0] == 0 and starts[-1] + seg == len(mix)
+    ticks = []
+    out = pipe.separate(mix, steps=1, resamples=1, seed=0, wiener=True, callback=ticks.append)
+    assert out.info["chunks"] == 3 and [t["chunk"] for t in ticks] == [0, 1, 2]
+    assert all(w.shape == (len(mix),) and np.isfinite(w).all() for w in out.stems.values())
+    assert np.allclose(out.mix, mix, atol=1e-4)
+    w = crossfade(100, 20, first=False, last=False)
+    assert w[0] > 0 and w[19] < 1 and w[20:80].eq(1).all() and torch.allclose(w[:20] + w[80:], torch.ones(20))  # neighbours' ramps sum to 1
+
+
 def test_separate_rejects_silence_and_bad_settings(pipe):
     with pytest.raises(InputError, match="is silent"):
         pipe.separate(np.zeros(16000))
