@@ -45,23 +45,35 @@ def evaluate_separation(
     count = max(0, math.ceil((n - (win - hop)) / hop))
     scores: dict[str, list[float]] = {s: [] for s in stems}
     sdrs: dict[str, list[float]] = {s: [] for s in stems}
+    active: dict[str, list[float]] = {s: [] for s in stems}
     for i in range(count):
         sl = slice(i * hop, i * hop + win)
-        if filter_single_source and sum(not is_silent(ref[s][sl]) for s in stems) <= 1:
+        on = {s: not is_silent(ref[s][sl]) for s in stems}
+        if filter_single_source and sum(on.values()) <= 1:
             continue
         for s in stems:
             sdr = si_sdr(est[s][sl], ref[s][sl])
             sdrs[s].append(sdr)
             scores[s].append(sdr - si_sdr(mix[sl], ref[s][sl]))
+            if on[s]:
+                active[s].append(scores[s][-1])
     return {
         s: {
-            "si_sdri": float(np.mean(scores[s])) if scores[s] else float("nan"),
-            "si_sdr_windows": float(np.mean(sdrs[s])) if sdrs[s] else float("nan"),
+            "si_sdri": _mean(scores[s]),
+            "si_sdr_windows": _mean(sdrs[s]),
             "si_sdr": si_sdr(est[s], ref[s]),
             "windows": len(scores[s]),
+            # MSDM keeps windows where this stem is silent (if two others sound); there SI-SDR only
+            # compares loudness (est vs mix against eps). The same mean over windows where it sounds:
+            "si_sdri_active": _mean(active[s]),
+            "windows_active": len(active[s]),
         }
         for s in stems
     }
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 # ----- audio quality (vocoder and VAE round trips) ------------------------------------------------

@@ -36,7 +36,7 @@ def evaluate(
 ) -> None:
     """Score separated stems against references: SI-SDRi and SI-SDR per stem.
 
-    MSDM protocol: 4 s windows with a 2 s hop, skipping windows where at most one reference stem is active (mean |x| < 1.5e-5); whole-signal SI-SDR beside it.
+    MSDM protocol: 4 s windows with a 2 s hop, skipping windows where at most one reference stem is active (mean |x| < 1.5e-5); whole-signal SI-SDR beside it, and SI-SDRi over only the windows where each stem itself sounds.
     """
     est_files, ref_files = _stem_files(est, "--est"), _stem_files(ref, "--ref")
     missing = sorted(set(ref_files) - set(est_files))
@@ -61,10 +61,12 @@ def evaluate(
     from rich.table import Table
 
     table = Table(title=f"{est} vs {ref}", title_style="bold")
-    for col in ("stem", "SI-SDRi (dB)", "SI-SDR windows (dB)", "SI-SDR whole (dB)", "windows"):
+    for col in ("stem", "SI-SDRi (dB)", "SI-SDR windows (dB)", "SI-SDR whole (dB)", "windows",
+                "SI-SDRi where it sounds (dB)", "windows"):
         table.add_column(col, justify="left" if col == "stem" else "right")
     for s, d in scores.items():
-        table.add_row(s, f"{d['si_sdri']:.2f}", f"{d['si_sdr_windows']:.2f}", f"{d['si_sdr']:.2f}", str(d["windows"]))
+        table.add_row(s, f"{d['si_sdri']:.2f}", f"{d['si_sdr_windows']:.2f}", f"{d['si_sdr']:.2f}", str(d["windows"]),
+                      f"{d['si_sdri_active']:.2f}", str(d["windows_active"]))
     from rich.console import Console
 
     Console().print(table)
