@@ -26,7 +26,7 @@ from .samplers import cfg_model_fn, sample_ddim, sample_scheduler
 from .separation import eps_score, karras_sigmas, sample_separation, separation_differential, wiener_filter
 
 Callback = Callable[[dict], None] | None
-METHODS = ("dirac", "gaussian")
+METHODS = ("dirac", "gaussian", "consistency")
 SAMPLERS = get_args(Sampler)
 
 
@@ -253,6 +253,12 @@ class MultiTrackPipeline:
         wav = torch.nn.functional.pad(wav, (0, max(0, samples - wav.shape[-1])))[..., :samples]
         return wav.reshape(b, s, samples).float().cpu()
 
+    def _decode_mel(self, latents: torch.Tensor) -> torch.Tensor:
+        """``[B, S, C, T, F]`` scaled latents -> ``[B, S, frames, n_mels]`` log-mels (differentiable)."""
+        b, s = latents.shape[:2]
+        mel = self.vae.decode(latents.reshape(b * s, *latents.shape[2:]) / self.vae.config.scaling_factor).sample
+        return mel.reshape(b, s, *mel.shape[-2:])
+
     def _require_clap(self, what: str) -> None:
         if not self.conditional:
             raise InputError(f"model '{self.config.name}' is unconditional (no CLAP): it cannot use {what}",
@@ -457,9 +463,11 @@ class MultiTrackPipeline:
 
     def separate(self, mixture: AudioLike, *, sample_rate: int | None = None, method: str = "dirac",
                  steps: int | None = None, s_churn: float = 20.0, resamples: int = 2, sigma_min: float = 1e-4,
-                 sigma_max: float = 1.0, gamma: float = 0.75, source: int = -1, wiener: bool = False,
-                 seed: int | None = None, callback: Callback = None) -> MultiTrackOutput:
-        """Separate a mixture into stems with MSDM's ``dirac`` or ``gaussian`` posterior sampler.
+                 sigma_max: float = 1.0, gamma: float = 0.75, source: int = -1, consistency: float = 1.0,
+                 wiener: bool = False, seed: int | None = None, callback: Callback = None) -> MultiTrackOutput:
+        """Separate a mixture into stems with MSDM's ``dirac`` or ``gaussian`` posterior sampler, or
+        ours, ``consistency``: gaussian plus a mel-domain mixture-consistency gradient through the
+        decoder, of strength ``consistency``.
 
         The model is conditioned on the CLAP embedding of the mixture itself (what it was trained on).
         ``wiener`` turns the decoded stems into soft masks over the mixture's STFT, so the outputs
@@ -477,7 +485,6 @@ class MultiTrackPipeline:
             raise InputError(f"{_name(mixture, 'mixture')}: is silent", "give a mixture with audible content")
         seed = secrets.randbelow(2**31) if seed is None else seed
         g = torch.Generator().manual_seed(seed)
-        kwargs = {"source": source} if method == "dirac" else {"gamma_coeff": gamma}
         sigmas = karras_sigmas(steps, sigma_min, sigma_max)
         starts, seg = self.chunk_starts(mix.shape[-1])
         wav = torch.zeros(len(self.stems), mix.shape[-1])
@@ -486,6 +493,10 @@ class MultiTrackPipeline:
         for k, a in enumerate(starts):  # the track stays on the CPU; one chunk at a time on the device
             piece = mix[a:a + seg]
             m = self.encode(piece[None, None])
+            kwargs = {"source": source} if method == "dirac" else {"gamma_coeff": gamma}
+            if method == "consistency":
+                kwargs |= dict(decode_mel=self._decode_mel, guidance=consistency,
+                               mixture_mel=self.mel(piece.to(self.device), m.shape[-2] * self.vae_factor)[None])
             cond = self.embed_audio(piece[None]) if self.conditional else None
             score = eps_score(cfg_model_fn(self.unet, cond, None, 1.0), sigma_max, self.scheduler.config.num_train_timesteps)
             noise = torch.randn((1, len(self.stems), *m.shape[2:]), generator=g).to(self.device)
@@ -509,6 +520,7 @@ class MultiTrackPipeline:
         info = self._info("separate", mixture=_name(mixture, None), method=method, wiener=wiener, seed=seed, steps=steps,
                           s_churn=s_churn, resamples=resamples, sigma_min=sigma_min, sigma_max=sigma_max,
                           **({"pinned_stem": self.stems[source]} if method == "dirac" else {"gamma": gamma}),
+                          **({"consistency": consistency} if method == "consistency" else {}),
                           chunks=len(starts), timings=dict(sample_s=round(sample_s, 3), decode_s=round(decode_s, 3)))
         return self._output(wav, self.stems, info)
 

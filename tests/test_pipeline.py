@@ -102,7 +102,7 @@ def test_unconditional_model_refuses_prompts_and_references(uncond_pipe):
     assert arranged.info["condition"] == "none"
 
 
-@pytest.mark.parametrize("method", ["dirac", "gaussian"])
+@pytest.mark.parametrize("method", ["dirac", "gaussian", "consistency"])
 def test_separate(pipe, method):
     mix = sum(synth_stems(seconds=1.0).values())
     out = pipe.separate(mix, method=method, steps=3, seed=0)

@@ -18,12 +18,13 @@ from ._common import (Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, 
 class Method(str, Enum):
     dirac = "dirac"
     gaussian = "gaussian"
+    consistency = "consistency"
 
 
 @guarded
 def separate(
     mixture: Annotated[Path, typer.Argument(help="The mixture to separate.", show_default=False)],
-    method: Annotated[Method, typer.Option(help="dirac: pin one stem to the mixture constraint; gaussian: Gaussian likelihood of the mixture.")] = Method.dirac,
+    method: Annotated[Method, typer.Option(help="dirac: pin one stem to the mixture constraint; gaussian: Gaussian likelihood of the mixture; consistency (ours): gaussian plus a mel-domain mixture-consistency gradient through the decoder.")] = Method.dirac,
     out: OutOpt = Path("out"),
     model: ModelOpt = "demo",
     steps: StepsOpt = None,
@@ -32,6 +33,7 @@ def separate(
     sigma_max: Annotated[float, typer.Option(min=0.0, help="Largest noise level (maps to the last timestep).")] = 1.0,
     sigma_min: Annotated[float, typer.Option(min=0.0, help="Smallest noise level.")] = 1e-4,
     gamma: Annotated[float, typer.Option(min=0.0, help="gaussian: likelihood width as a multiple of sigma.")] = 0.75,
+    consistency: Annotated[float, typer.Option(min=0.0, help="consistency: strength of the mel-domain mixture-consistency gradient.")] = 1.0,
     wiener: Annotated[bool, typer.Option("--wiener/--no-wiener", help="Soft-mask the mixture's STFT with the estimates: outputs keep its phase and sum to it.")] = False,
     seed: SeedOpt = None,
     device: DeviceOpt = Device.auto,
@@ -52,7 +54,7 @@ def separate(
     precheck_outputs(out, list(pipe.stems), force)
     with progress_callback(f"separating ({method.value})", quiet or json_out) as cb:
         result = pipe.separate(mixture, method=method.value, steps=steps, s_churn=churn, resamples=resamples,
-                               sigma_max=sigma_max, sigma_min=sigma_min, gamma=gamma, wiener=wiener, seed=seed,
+                               sigma_max=sigma_max, sigma_min=sigma_min, gamma=gamma, consistency=consistency, wiener=wiener, seed=seed,
                                callback=cb)
     finish(result, out, command="separate", argv_info={}, force=force, float_wav=float_wav, json_out=json_out,
            quiet=quiet, started=started)
