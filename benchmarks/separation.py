@@ -12,7 +12,8 @@ only compares the loudness of estimate and mixture against an eps, so "active" a
 over the windows where that stem sounds.
 
 Rows:
-- each method (dirac, gaussian), without and with the Wiener post-filter (`--wiener`);
+- each method (dirac, gaussian, and ours, consistency, at each --consistency strength), without and
+  with the Wiener post-filter (`--wiener`);
 - oracle "VAE + vocoder": the true stems encoded and decoded (what a perfect latent separator
   would give: the ceiling of every latent method without the post-filter);
 - oracle "VAE + vocoder + Wiener": the same, post-filtered with the mixture;
@@ -64,7 +65,9 @@ def main() -> None:
     ap.add_argument("--model", default="demo")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "mini-slakh" / "test")
     ap.add_argument("--tracks", type=int, default=8)
-    ap.add_argument("--methods", nargs="*", default=["dirac", "gaussian"])
+    ap.add_argument("--methods", nargs="*", default=["dirac", "gaussian", "consistency"])
+    ap.add_argument("--consistency", nargs="*", type=float, default=[1.0],
+                    help="strengths to run the consistency method with (one row each)")
     ap.add_argument("--steps", type=int, default=None, help="default: the model's separate_steps")
     ap.add_argument("--resamples", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -99,13 +102,16 @@ def main() -> None:
         score("oracle: VAE + vocoder", coded, ref, mix)
         score("oracle: VAE + vocoder + Wiener", wiener_filter(coded, mix), ref, mix)
         score("oracle: ideal ratio mask", wiener_filter(ref, mix), ref, mix)
-        for method in args.methods:
+        runs = [(m, {}) for m in args.methods if m != "consistency"]
+        runs += [(f"consistency (strength {g:g})", {"method": "consistency", "consistency": g})
+                 for g in args.consistency if "consistency" in args.methods]
+        for name, extra in runs:
             t0 = time.perf_counter()
-            out = pipe.separate(mix, method=method, steps=steps, resamples=args.resamples, seed=i)
-            times[method] = times.get(method, 0.0) + time.perf_counter() - t0
+            out = pipe.separate(mix, **({"method": name} | extra), steps=steps, resamples=args.resamples, seed=i)
+            times[name] = times.get(name, 0.0) + time.perf_counter() - t0
             est = torch.from_numpy(np.stack([out.stems[s] for s in stems]))
-            score(method, est, ref, mix)
-            score(f"{method} + Wiener", wiener_filter(est, mix), ref, mix)
+            score(name, est, ref, mix)
+            score(f"{name} + Wiener", wiener_filter(est, mix), ref, mix)
     audio_s = len(test) * ref.shape[-1] / sr
     report["si_sdri_db"] = {name: pooled(s, stems) for name, s in rows.items()}
     report["wall_s_per_audio_s"] = {m: round(t / audio_s, 2) for m, t in times.items()}
