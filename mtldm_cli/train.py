@@ -313,7 +313,8 @@ class Trainer:
             if done % cfg.save_every == 0 or done == opt_cfg.steps:
                 self._save(state, done, on_save)
         model.eval()
-        acc.free_memory()  # the next stage prepares (and checkpoints) only its own model
+        acc.free_memory()  # the next stage prepares (and checkpoints) only its own model...
+        acc._custom_objects.clear()  # ...and not this stage's EMA (accelerate has no public unregister)
         return opt_cfg.steps
 
     def _save(self, state: Path, step: int, export: Callable[[int], None]) -> None:

@@ -223,6 +223,9 @@ def test_validation_is_logged_at_every_save_with_sampled_clips(full):
     assert all(np.isfinite(float(r["value"])) for r in rows)
     clips = full / "training" / "samples" / "unet-0000004" / "seed0"
     assert sorted(p.name for p in clips.iterdir()) == ["bass.wav", "drums.wav", "guitar.wav", "mix.wav", "piano.wav", "run.json"]
+    for stage in ("vae", "vocoder"):  # each stage's state holds only its own objects (the UNet's EMA is not carried over)
+        assert not list((full / "training" / stage).glob("custom_checkpoint*"))
+    assert list((full / "training" / "unet").glob("custom_checkpoint*"))
     choice = json.loads((full / "training" / "vocoder.json").read_text())
     assert choice["kind"] == choice["chosen"] == "hifigan"
     assert choice["mrstft_hifigan"] > 0 and choice["mrstft_griffin_lim"] > 0
