@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/mtldm generate --model tiny-random --out out --seed 0 --force
+	$(BIN)/mtldm generate --model demo --out out --seed 0 --force
 
 # pytest exits 5 when it collected no test: that must fail, not pass.
 test: install

@@ -34,6 +34,7 @@ class Source(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     builtin: str | None = None
+    package: str | None = None  # a model folder shipped inside the package (mtldm_cli/models/NAME)
     hf: str | None = None
     revision: str | None = None
     subfolder: str | None = None
@@ -44,9 +45,11 @@ class Source(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind(self):
-        kinds = [k for k in ("builtin", "hf", "url") if getattr(self, k)]
+        kinds = [k for k in ("builtin", "package", "hf", "url") if getattr(self, k)]
         if len(kinds) != 1:
-            raise ValueError("a source needs exactly one of builtin, hf, url")
+            raise ValueError("a source needs exactly one of builtin, package, hf, url")
+        if self.package and not isinstance(self.sha256, dict):
+            raise ValueError("a package source lists the sha256 of each of its files")
         if self.hf and not self.revision:
             raise ValueError("an hf source must pin a revision")
         if self.url and not isinstance(self.sha256, (str, type(None))):
@@ -55,11 +58,13 @@ class Source(BaseModel):
 
     @property
     def kind(self) -> str:
-        return "builtin" if self.builtin else "hf" if self.hf else "url"
+        return next(k for k in ("builtin", "package", "hf", "url") if getattr(self, k))
 
     def describe(self) -> str:
         if self.builtin:
             return f"built locally ({self.builtin})"
+        if self.package:
+            return f"shipped in the package ({self.package})"
         if self.hf:
             return f"hf:{self.hf}@{self.revision[:12]}" + (f"/{self.subfolder}" if self.subfolder else "")
         return self.url
@@ -162,6 +167,8 @@ def resolve_model(
         src = entry.source
         if src.kind == "builtin":
             path = _builtin(src.builtin, cache_dir, progress)
+        elif src.kind == "package":
+            path = _packaged(src.package, src.sha256)
         elif src.kind == "hf":
             path = _from_hub(src.hf, revision or src.revision, src.subfolder, offline, cache_dir, src.sha256, progress)
         elif entry.format == "mt-musicldm":
@@ -224,6 +231,20 @@ def _builtin(name: str, cache_dir, progress) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def packaged_root() -> Path:
+    return Path(__file__).resolve().parent / "models"
+
+
+def _packaged(name: str, sha256: dict[str, str]) -> Path:
+    """A model folder inside the installed package, checked file by file against the registry."""
+    folder = packaged_root() / name
+    if not folder.is_dir():
+        raise ModelError(f"packaged model '{name}' is missing from {folder.parent}", "reinstall mtldm")
+    for rel, digest in sha256.items():
+        verify_sha256(folder / rel, digest)
     return folder
 
 
@@ -379,6 +400,8 @@ def is_cached(entry: Entry, cache_dir=None) -> bool:
             from .tiny import BUILD_VERSION
 
             return (Path(cache_dir or cache_root()) / "builtin" / f"{src.builtin}-v{BUILD_VERSION}" / PIPELINE_FILE).is_file()
+        if src.kind == "package":
+            return (packaged_root() / src.package / PIPELINE_FILE).is_file()
         if entry.format == "mt-musicldm":
             return (official_cache_dir(entry, cache_dir) / PIPELINE_FILE).is_file()
         if src.kind == "url":

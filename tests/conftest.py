@@ -16,6 +16,7 @@ os.environ.update(
     HF_HOME=str(_TMP / "hf"),
     HF_ENDPOINT="http://127.0.0.1:9",
     HF_HUB_DISABLE_TELEMETRY="1",
+    MTLDM_MODEL="tiny-random",  # the commands' default model in these tests (users get demo)
 )
 for var in ("MTLDM_OFFLINE", "HF_HUB_OFFLINE", "MTLDM_REGISTRY", "MTLDM_DEBUG"):
     os.environ.pop(var, None)

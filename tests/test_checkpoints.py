@@ -156,3 +156,28 @@ def test_invalid_registry_entries(tmp_path, monkeypatch, body, needle):
     _registry(tmp_path, monkeypatch, body)
     with pytest.raises(ModelError, match=needle):
         load_registry()
+
+
+def test_the_packaged_demo_resolves_offline_and_is_verified(tmp_path):
+    """The demo ships inside the package: no network, no cache, every file checked by sha256."""
+    entry = load_registry()["demo"]
+    assert entry.source.kind == "package" and is_cached(entry)
+    model = resolve_model("demo", offline=True, cache_dir=tmp_path / "empty")
+    shipped = {p.relative_to(model.path).as_posix() for p in model.path.rglob("*") if p.is_file()}
+    assert set(entry.source.sha256) == shipped  # nothing shipped unchecked
+    size = sum((model.path / rel).stat().st_size for rel in entry.source.sha256)
+    assert size <= 30e6  # the issue's budget for the embedded weights
+
+
+def test_packaged_file_with_a_wrong_digest_is_refused(tmp_path, monkeypatch):
+    entry = load_registry()["demo"]
+    digests = dict(entry.source.sha256)
+    rel = next(iter(digests))
+    digests[rel] = "0" * 64
+    table = ", ".join(f'"{k}" = "{v}"' for k, v in digests.items())
+    _entry(tmp_path, monkeypatch, "demo-bad", f'package = "demo", sha256 = {{ {table} }}')
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        resolve_model("demo-bad")
+    _registry(tmp_path, monkeypatch, "[models.x]\ndescription='x'\nformat='mtldm'\nsource={package='demo'}\n" + AUDIO)
+    with pytest.raises(ModelError, match="lists the sha256 of each"):
+        load_registry()

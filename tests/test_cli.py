@@ -230,3 +230,14 @@ def test_arrange_with_abbreviated_file_names(cli, stem_dir, tmp_path):
             "--json", *FAST)
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["info"]["given_files"] == {"bass": str(tmp_path / "b.wav"), "drums": str(tmp_path / "d.wav")}
+
+
+def test_the_default_model_is_the_packaged_demo(cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("MTLDM_MODEL")
+    r = cli("generate", "--out", tmp_path / "o", "--duration", "1", "--json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)["info"]
+    assert info["model"] == "demo" and info["source"] == "shipped in the package (demo)"
+    monkeypatch.setenv("MTLDM_MODEL", "tiny-random-uncond")
+    r = cli("generate", "--out", tmp_path / "p", "--duration", "0.25", "--json", *FAST)
+    assert json.loads(r.stdout)["info"]["model"] == "tiny-random-uncond"

@@ -28,7 +28,8 @@ class Device(str, Enum):
     mps = "mps"
 
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name, local model folder or hub repo id.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="MTLDM_MODEL",
+                                       help="Registry name, local model folder or hub repo id.")]
 RevisionOpt = Annotated[Optional[str], typer.Option(help="Hub revision (commit, tag, branch) to use instead of the registry's pin.")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached models (also MTLDM_OFFLINE=1 or HF_HUB_OFFLINE=1).")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run.")]

@@ -56,7 +56,7 @@ def arrange(
     want: Annotated[Optional[list[str]], typer.Option("--want", "-w", help="Stems to generate, e.g. piano,guitar (default: every stem not given).")] = None,
     prompt: PromptOpt = None,
     out: OutOpt = Path("out"),
-    model: ModelOpt = "tiny-random",
+    model: ModelOpt = "demo",
     preset: PresetOpt = None,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,

@@ -18,7 +18,7 @@ from ._common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt
 def condition(
     ref: Annotated[Path, typer.Option("--ref", "-r", help="Reference clip (any format soundfile reads).")],
     out: OutOpt = Path("out"),
-    model: ModelOpt = "tiny-random",
+    model: ModelOpt = "mt-musicldm",
     preset: PresetOpt = None,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,

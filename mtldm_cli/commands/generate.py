@@ -19,7 +19,7 @@ def generate(
     prompt: PromptOpt = None,
     stems: Annotated[Optional[list[str]], typer.Option(help="Stems to write, e.g. bass,drums (default: all).")] = None,
     out: OutOpt = Path("out"),
-    model: ModelOpt = "tiny-random",
+    model: ModelOpt = "demo",
     preset: PresetOpt = None,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
