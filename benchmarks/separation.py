@@ -107,7 +107,8 @@ def main() -> None:
                  for g in args.consistency if "consistency" in args.methods]
         for name, extra in runs:
             t0 = time.perf_counter()
-            out = pipe.separate(mix, **({"method": name} | extra), steps=steps, resamples=args.resamples, seed=i)
+            out = pipe.separate(mix, **({"method": name} | extra), steps=steps, resamples=args.resamples, seed=i,
+                                wiener=False)  # the post-filter is applied (and scored) below
             times[name] = times.get(name, 0.0) + time.perf_counter() - t0
             est = torch.from_numpy(np.stack([out.stems[s] for s in stems]))
             score(name, est, ref, mix)

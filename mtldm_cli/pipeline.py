@@ -464,14 +464,14 @@ class MultiTrackPipeline:
     def separate(self, mixture: AudioLike, *, sample_rate: int | None = None, method: str = "dirac",
                  steps: int | None = None, s_churn: float = 20.0, resamples: int = 2, sigma_min: float = 1e-4,
                  sigma_max: float = 1.0, gamma: float = 0.75, source: int = -1, consistency: float = 1.0,
-                 wiener: bool = False, seed: int | None = None, callback: Callback = None) -> MultiTrackOutput:
+                 wiener: bool = True, seed: int | None = None, callback: Callback = None) -> MultiTrackOutput:
         """Separate a mixture into stems with MSDM's ``dirac`` or ``gaussian`` posterior sampler, or
         ours, ``consistency``: gaussian plus a mel-domain mixture-consistency gradient through the
         decoder, of strength ``consistency``.
 
         The model is conditioned on the CLAP embedding of the mixture itself (what it was trained on).
-        ``wiener`` turns the decoded stems into soft masks over the mixture's STFT, so the outputs
-        keep the mixture's phase and sum back to it.
+        ``wiener`` (default) turns the decoded stems into soft masks over the mixture's STFT, so the
+        outputs keep the mixture's phase and sum back to it (+35 dB SI-SDRi on the demo: docs/separation.md).
         """
         if method not in METHODS:
             raise InputError(f"unknown separation method '{method}'", f"use one of: {', '.join(METHODS)}")

@@ -34,7 +34,7 @@ def separate(
     sigma_min: Annotated[float, typer.Option(min=0.0, help="Smallest noise level.")] = 1e-4,
     gamma: Annotated[float, typer.Option(min=0.0, help="gaussian: likelihood width as a multiple of sigma.")] = 0.75,
     consistency: Annotated[float, typer.Option(min=0.0, help="consistency: strength of the mel-domain mixture-consistency gradient.")] = 1.0,
-    wiener: Annotated[bool, typer.Option("--wiener/--no-wiener", help="Soft-mask the mixture's STFT with the estimates: outputs keep its phase and sum to it.")] = False,
+    wiener: Annotated[bool, typer.Option("--wiener/--no-wiener", help="Soft-mask the mixture's STFT with the estimates: outputs keep its phase and sum to it (--no-wiener: the decoded stems as they are).")] = True,
     seed: SeedOpt = None,
     device: DeviceOpt = Device.auto,
     revision: RevisionOpt = None,
