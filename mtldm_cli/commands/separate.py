@@ -46,7 +46,7 @@ def separate(
 ) -> None:
     """Separate MIXTURE into one WAV per stem (mix.wav is the sum of the estimates).
 
-    Latent-space separation is approximate: the latent of a sum is not the sum of latents (see docs/architecture.md).
+    Latent-space separation is approximate: the latent of a sum is not the sum of latents. Measured methods and limits: docs/separation.md.
     """
     started = time.perf_counter()
     read_audio(mixture)
