@@ -195,22 +195,19 @@ class MultiTrackPipeline:
 
     def window_starts(self, frames: int) -> list[int]:
         """First latent frame of each window covering ``frames``; consecutive windows overlap."""
-        w = self.window
-        if frames <= w:
-            return [0]
         lat_per_s = self.sample_rate / self.config.audio.hop_length / self.vae_factor
-        overlap = min(w // 2, max(1, round(self.config.sampling.window_overlap_seconds * lat_per_s)))
-        starts = list(range(0, frames - w, w - overlap))
-        return starts + [frames - w]
+        return overlapping_starts(frames, self.window, self._overlap(self.window, lat_per_s))
 
-    def chunk_starts(self, samples: int) -> tuple[list[int], int]:
-        """Start samples of the segment-long chunks that cover ``samples`` with the configured
-        overlap (at most half a segment), and the chunk length."""
+    def chunk_starts(self, samples: int) -> tuple[list[int], int, int]:
+        """Start samples of the segment-long chunks that cover ``samples``, the chunk length and
+        the overlap between neighbours (the latent windows' rule, in samples)."""
         seg = round(self.config.audio.segment_seconds * self.sample_rate)
-        if samples <= seg:
-            return [0], seg
-        overlap = min(seg // 2, max(1, round(self.config.sampling.window_overlap_seconds * self.sample_rate)))
-        return list(range(0, samples - seg, seg - overlap)) + [samples - seg], seg
+        overlap = self._overlap(seg, self.sample_rate)
+        return overlapping_starts(samples, seg, overlap), seg, overlap
+
+    def _overlap(self, width: int, per_second: float) -> int:
+        """The configured overlap between windows of ``width`` units, at most half a window."""
+        return min(width // 2, max(1, round(self.config.sampling.window_overlap_seconds * per_second)))
 
     def _by_windows(self, fn, x: torch.Tensor, frames: int, scale_in: int, scale_out: int) -> torch.Tensor:
         """Apply ``fn`` window by window along dim -2, cutting each overlap at its middle."""
@@ -486,7 +483,7 @@ class MultiTrackPipeline:
         seed = secrets.randbelow(2**31) if seed is None else seed
         g = torch.Generator().manual_seed(seed)
         sigmas = karras_sigmas(steps, sigma_min, sigma_max)
-        starts, seg = self.chunk_starts(mix.shape[-1])
+        starts, seg, overlap = self.chunk_starts(mix.shape[-1])
         wav = torch.zeros(len(self.stems), mix.shape[-1])
         weight = torch.zeros(mix.shape[-1])
         t0, decode_s = time.perf_counter(), 0.0
@@ -508,8 +505,7 @@ class MultiTrackPipeline:
                 z = sample_separation(separation_differential(method, score, m, **kwargs), noise, sigmas,
                                       s_churn=s_churn, num_resamples=resamples, generator=g, callback=step_cb)
             t1 = time.perf_counter()
-            w = crossfade(len(piece), seg - (starts[1] - starts[0]) if len(starts) > 1 else 0,
-                          first=k == 0, last=k == len(starts) - 1)
+            w = crossfade(len(piece), overlap, first=k == 0, last=k == len(starts) - 1)
             wav[:, a:a + seg] += self.decode(z, len(piece))[0] * w
             weight[a:a + seg] += w
             decode_s += time.perf_counter() - t1
@@ -527,6 +523,14 @@ class MultiTrackPipeline:
     def _output(self, wav: torch.Tensor, keep: Sequence[str], info: dict) -> MultiTrackOutput:
         stems = {s: wav[self.stems.index(s)].numpy().astype(np.float32) for s in keep}
         return MultiTrackOutput(stems=stems, sample_rate=self.sample_rate, info=info | {"stems": list(keep)})
+
+
+def overlapping_starts(length: int, width: int, overlap: int) -> list[int]:
+    """Starts of ``width``-long windows covering ``length``, consecutive ones sharing ``overlap``;
+    the last window ends at ``length``."""
+    if length <= width:
+        return [0]
+    return list(range(0, length - width, width - overlap)) + [length - width]
 
 
 def crossfade(n: int, overlap: int, *, first: bool, last: bool) -> torch.Tensor:

@@ -48,9 +48,12 @@ def dirac_differential(x, sigma, score_fn: ScoreFn, mixture, source: int = -1):
 
 def gaussian_differential(x, sigma, score_fn: ScoreFn, mixture, gamma_coeff: float = 0.75):
     """Score plus the gradient of a Gaussian likelihood ``N(m; mean(x), gamma^2)``, gamma = c * sigma."""
+    return _gaussian_step(score_fn(x, sigma), x, sigma, mixture, gamma_coeff), x
+
+
+def _gaussian_step(eps, x, sigma, mixture, gamma_coeff):
     gamma = gamma_coeff * sigma
-    eps = score_fn(x, sigma)
-    return eps - sigma / (2 * gamma**2) * (mixture - x.mean(1, keepdim=True)), x
+    return eps - sigma / (2 * gamma**2) * (mixture - x.mean(1, keepdim=True))
 
 
 def consistency_differential(x, sigma, score_fn: ScoreFn, mixture, *, decode_mel: Callable, mixture_mel: torch.Tensor,
@@ -64,8 +67,7 @@ def consistency_differential(x, sigma, score_fn: ScoreFn, mixture, *, decode_mel
     ``guidance`` is a unitless strength.
     """
     eps = score_fn(x, sigma)
-    gamma = gamma_coeff * sigma
-    d = eps - sigma / (2 * gamma**2) * (mixture - x.mean(1, keepdim=True))
+    d = _gaussian_step(eps, x, sigma, mixture, gamma_coeff)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         mel = decode_mel(xg - sigma * eps.detach())  # [B, S, T, M] log-mel per stem

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .audio import atomic_write_text, staged_dir
+from .audio import atomic_write_text, is_silent, staged_dir
 from .config import AudioConfig, PipelineConfig, SamplingDefaults
 from .errors import InputError
 from .model import UNetConfig
@@ -502,7 +502,7 @@ class Trainer:
         if stems is None:
             return None
         clips = stems.reshape(-1, stems.shape[-1])
-        clips = clips[clips.abs().mean(-1) >= 1.5e-5]
+        clips = clips[[not is_silent(c) for c in clips]]
         return clips, self.front(clips, self.frames)
 
     def _griffin_lim(self, mel: torch.Tensor) -> torch.Tensor:

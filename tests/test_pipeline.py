@@ -121,8 +121,9 @@ def test_long_mixtures_are_separated_in_crossfaded_chunks(pipe):
     from mtldm_cli.pipeline import crossfade
 
     mix = sum(synth_stems(seconds=20.0).values())
-    starts, seg = pipe.chunk_starts(len(mix))
+    starts, seg, overlap = pipe.chunk_starts(len(mix))
     assert len(starts) == 3 and starts[0] == 0 and starts[-1] + seg == len(mix)
+    assert starts[1] - starts[0] == seg - overlap and overlap == round(2.56 * 16000)
     ticks = []
     out = pipe.separate(mix, steps=1, resamples=1, seed=0, wiener=True, callback=ticks.append)
     assert out.info["chunks"] == 3 and [t["chunk"] for t in ticks] == [0, 1, 2]
