@@ -64,9 +64,9 @@ def round_trip(pipe: MultiTrackPipeline, stems: torch.Tensor) -> dict:
     clips = stems.reshape(-1, stems.shape[-1])
     clips = clips[[not is_silent(c) for c in clips]]
     frames = pipe.config.audio.segment_frames
-    mel = pipe.mel(clips, frames)
-    rec = torch.cat([pipe.vae.decode(pipe.vae.encode(m[None, None]).latent_dist.mode()).sample[:, 0] for m in mel])
-    vocoders = {pipe.config.vocoder: pipe.vocoder}
+    mel = pipe.codec.mel(clips, frames)
+    rec = torch.cat([pipe.codec.vae.decode(pipe.codec.vae.encode(m[None, None]).latent_dist.mode()).sample[:, 0] for m in mel])
+    vocoders = {pipe.config.vocoder: pipe.codec.vocoder}
     if pipe.config.vocoder != "griffin-lim":
         vocoders["griffin-lim"] = griffin_lim_vocoder(pipe.config.audio)
     out = {"clips": len(clips), "vae_log_mel_l1": round(float((rec - mel).abs().mean()), 4)}
@@ -107,7 +107,7 @@ def arrangement(pipe: MultiTrackPipeline, stems: torch.Tensor, targets: list[str
 @torch.no_grad()
 def latent_frames(pipe: MultiTrackPipeline, wav: torch.Tensor) -> np.ndarray:
     """``[S, N]`` audio -> per stem, VAE posterior means as ``[frames, C*F]`` vectors."""
-    z = pipe.encode(wav[None])[0]  # [S, C, T, F]
+    z = pipe.codec.encode(wav[None])[0]  # [S, C, T, F]
     return z.permute(0, 2, 1, 3).reshape(z.shape[0], z.shape[2], -1).cpu().numpy()
 
 
@@ -115,7 +115,7 @@ def latent_frames(pipe: MultiTrackPipeline, wav: torch.Tensor) -> np.ndarray:
 def mel_frames(pipe: MultiTrackPipeline, wav: torch.Tensor) -> np.ndarray:
     """``[S, N]`` audio -> per stem, log-mel frames ``[S, frames, n_mels]`` in dB."""
     frames = -(-wav.shape[-1] // pipe.config.audio.hop_length)
-    return (pipe.mel(wav, frames) * 20 / np.log(10)).cpu().numpy()
+    return (pipe.codec.mel(wav, frames) * 20 / np.log(10)).cpu().numpy()
 
 
 def band_stats_gap(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -48,16 +48,16 @@ def build_full_random(folder: Path) -> Path:
     from mtldm_cli import tiny
     from mtldm_cli.convert import clap_processor
     from mtldm_cli.samplers import training_scheduler
-    from mtldm_cli.pipeline import _quiet_libraries
+    from mtldm_cli.components import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     torch.manual_seed(0)
     audio = AudioConfig()
     AutoencoderKL(in_channels=1, out_channels=1, latent_channels=8, block_out_channels=(128, 256, 512),
                   layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 3,
                   up_block_types=("UpDecoderBlock2D",) * 3, sample_size=1024).save_pretrained(folder / "vae")
     unet = MultiTrackUNet(UNetConfig())
-    tiny._perturb_zero_init(unet)
+    tiny.perturb_zero_init(unet)
     unet.save_pretrained(folder / "unet")
     SpeechT5HifiGan(SpeechT5HifiGanConfig(
         model_in_dim=64, sampling_rate=16000, upsample_initial_channel=1024, upsample_rates=[5, 4, 2, 2, 2],
@@ -73,7 +73,7 @@ def build_full_random(folder: Path) -> Path:
                                num_attention_heads=2, intermediate_size=32, max_position_embeddings=130)
     ClapModel(ClapConfig(text_config=clap_text.to_dict(), audio_config=clap_audio.to_dict(),
                          projection_dim=512)).save_pretrained(folder / "clap")
-    vocab, merges = tiny._byte_level_vocab(folder / "_vocab")
+    vocab, merges = tiny.byte_level_vocab(folder / "_vocab")
     RobertaTokenizer(str(vocab), str(merges), model_max_length=128).save_pretrained(folder / "_tok")
     clap_processor(folder / "_tok", mels=16, max_seconds=cfg.clap_max_seconds).save_pretrained(folder / "clap")
     (folder / "pipeline.json").write_text(cfg.model_dump_json(indent=2))
@@ -137,18 +137,20 @@ def accuracy(model: str, steps_list: list[int]) -> dict:
     """Relative L2 distance of each sampler's final latent from a 999-step DDIM (eta 0) solution."""
     from mtldm_cli import MultiTrackPipeline
     from mtldm_cli.samplers import cfg_model_fn
+    from mtldm_cli.sampling import denoise
 
     pipe = MultiTrackPipeline.from_pretrained(model, device="cpu")
     g = torch.Generator().manual_seed(0)
-    shape = (1, len(pipe.stems), pipe.unet.config.latent_channels, pipe.window, pipe.config.audio.n_mels // pipe.vae_factor)
+    shape = (1, len(pipe.stems), pipe.unet.config.latent_channels, pipe.codec.window_latent_frames,
+             pipe.codec.latent_bins)
     noise = torch.randn(shape, generator=g)
-    cond = pipe.embed_text(["a song"]) if pipe.conditional else None
-    fn = cfg_model_fn(pipe.unet, cond, pipe.null_embedding(), pipe.config.sampling.guidance)
+    cond = pipe.conditioner.text(["a song"]) if pipe.conditional else None
+    fn = cfg_model_fn(pipe.unet, cond, pipe.conditioner.null(), pipe.config.sampling.guidance)
 
     def run(sampler, steps):
+        opts = pipe.sampling_options(sampler=sampler, steps=steps, eta=0.0, seed=0)
         with torch.no_grad():
-            return pipe._denoise(fn, noise.clone(), sampler=sampler, steps=steps, eta=0.0, generator=None,
-                                 known=None, callback=None)
+            return denoise(fn, noise.clone(), pipe.scheduler, opts, generator=None)
 
     ref = run("ddim", 999)  # every training timestep (steps_offset 1 skips t=0)
     rows = {}

@@ -98,7 +98,7 @@ def main() -> None:
 
     for i, ref in enumerate(test):
         mix = ref.sum(0)
-        coded = pipe.decode(pipe.encode(ref[None]), ref.shape[-1])[0]
+        coded = pipe.codec.decode(pipe.codec.encode(ref[None]), ref.shape[-1])[0]
         score("oracle: VAE + vocoder", coded, ref, mix)
         score("oracle: VAE + vocoder + Wiener", wiener_filter(coded, mix), ref, mix)
         score("oracle: ideal ratio mask", wiener_filter(ref, mix), ref, mix)

@@ -1,8 +1,8 @@
 """mtldm: Multi-Track MusicLDM — generate, arrange and separate bass, drums, guitar and piano stems."""
 
-__version__ = "0.1.0"
+from .version import __version__
 
-__all__ = ["MultiTrackPipeline", "MultiTrackOutput", "__version__"]
+__all__ = ["MultiTrackOutput", "MultiTrackPipeline", "SamplingOptions", "SeparationOptions", "__version__"]
 
 
 def __getattr__(name):
@@ -11,4 +11,8 @@ def __getattr__(name):
         from . import pipeline
 
         return getattr(pipeline, name)
+    if name in ("SamplingOptions", "SeparationOptions"):
+        from . import options
+
+        return getattr(options, name)
     raise AttributeError(name)

@@ -5,17 +5,32 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import soundfile as sf
 
 from .config import AudioConfig
-from .errors import AudioError, OutputError
+from .errors import NAME_ONLY, AudioError, OutputError
 
-AudioLike = Union[str, os.PathLike, np.ndarray, "torch.Tensor"]  # noqa: F821
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A file read once: float32 mono samples at their own rate, and the name errors use."""
+
+    samples: np.ndarray
+    sample_rate: int
+    name: str
+
+
+AudioLike = Union[str, os.PathLike, np.ndarray, "torch.Tensor", Audio]
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -39,13 +54,26 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return check_finite(data.mean(axis=1), str(path)), int(sr)
 
 
+def load_audio(path: str | os.PathLike) -> Audio:
+    """:func:`read_audio` as an :class:`Audio` named by its path."""
+    wav, sr = read_audio(path)
+    return Audio(wav, sr, str(path))
+
+
+def audio_name(audio: AudioLike, default: str | None) -> str | None:
+    """The name a path or loaded file goes by in messages and run.json; ``default`` for arrays."""
+    if isinstance(audio, Audio):
+        return audio.name
+    return str(audio) if isinstance(audio, (str, os.PathLike)) else default
+
+
 def check_finite(wav: np.ndarray, name: str) -> np.ndarray:
     if not np.isfinite(wav).all():
         raise AudioError(f"{name}: contains NaN or infinite samples", "re-export the audio")
     return wav
 
 
-def is_silent(wav: np.ndarray | "torch.Tensor", threshold: float = 1.5e-5) -> bool:  # noqa: F821
+def is_silent(wav: "np.ndarray | torch.Tensor", threshold: float = 1.5e-5) -> bool:
     """MSDM's activity test: mean absolute amplitude below ``threshold``."""
     return float(abs(wav).mean()) < threshold
 
@@ -55,9 +83,9 @@ def to_mono_tensor(audio: AudioLike, sample_rate: int | None, target_rate: int, 
     import torch
 
     if isinstance(audio, (str, os.PathLike)):
-        wav, sample_rate = read_audio(audio)
-        name = str(audio)
-        wav = torch.from_numpy(wav)
+        audio = load_audio(audio)
+    if isinstance(audio, Audio):
+        wav, sample_rate, name = torch.from_numpy(audio.samples), audio.sample_rate, audio.name
     else:
         wav = torch.as_tensor(np.asarray(audio) if not isinstance(audio, torch.Tensor) else audio)
         wav = wav.detach().to("cpu", torch.float32)
@@ -93,6 +121,10 @@ class MelFrontEnd:
             hop_length=cfg.hop_length, f_min=cfg.f_min, f_max=cfg.f_max, n_mels=cfg.n_mels,
             power=1.0, center=False, norm="slaney", mel_scale="slaney",
         )
+
+    def to(self, device) -> "MelFrontEnd":
+        self._mel.to(device)
+        return self
 
     def __call__(self, wav, frames: int):
         """``[..., N]`` waveform -> ``[..., frames, n_mels]`` log-mel, padded or cut to ``frames``."""
@@ -199,7 +231,8 @@ def check_writable(paths, *, force: bool) -> None:
     existing = [p for p in paths if p.exists()]
     if existing and not force:
         names = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
-        raise OutputError(f"{names}: already exists", "pass --force to overwrite, or choose another --out")
+        raise OutputError(f"{names}: already exists", "pass {force} to overwrite, or choose another {folder}",
+                          force=True, folder=NAME_ONLY)
     for folder in {p.parent for p in paths}:
         prepare_dir(folder)
 
@@ -209,13 +242,13 @@ def prepare_dir(folder: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise OutputError(f"{folder}: is not a directory", "choose another --out") from None
+        raise OutputError(f"{folder}: is not a directory", "choose another {folder}", folder=NAME_ONLY) from None
     except PermissionError:
-        raise OutputError(f"{folder}: cannot create it (permission denied)", "choose another --out") from None
+        raise OutputError(f"{folder}: cannot create it (permission denied)", "choose another {folder}", folder=NAME_ONLY) from None
     except OSError as e:
-        raise OutputError(f"{folder}: cannot create it ({e.strerror or e})", "choose another --out") from None
+        raise OutputError(f"{folder}: cannot create it ({e.strerror or e})", "choose another {folder}", folder=NAME_ONLY) from None
     if not os.access(folder, os.W_OK):
-        raise OutputError(f"{folder}: is not writable", "choose another --out")
+        raise OutputError(f"{folder}: is not writable", "choose another {folder}", folder=NAME_ONLY)
     return folder
 
 

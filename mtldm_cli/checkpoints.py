@@ -3,6 +3,9 @@
 A model spec is a local folder, a registry name, or a Hugging Face Hub repo id (``org/name``).
 Hub downloads go through ``huggingface_hub`` (its cache, revisions and offline mode); URL archives
 are cached under the mtldm cache and verified by sha256 before use.
+
+The two source kinds that need model code, built-in models and official releases to convert, are
+given by the caller as :class:`Makers` (``sources.py`` binds ours), so this module stays below them.
 """
 
 from __future__ import annotations
@@ -17,15 +20,15 @@ import tomllib
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from .config import PIPELINE_FILE
 from .errors import ModelError
-
-PIPELINE_FILE = "pipeline.json"
 HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRUE = {"1", "true", "yes", "on"}
 
@@ -106,6 +109,24 @@ class ResolvedModel:
     revision: str | None = None
 
 
+@dataclass(frozen=True)
+class Builtin:
+    """A model built locally: ``build(folder)`` writes it; a new ``version`` builds it again."""
+
+    build: Callable[[Path], object]
+    version: int
+
+
+# convert(archive, out, *, name, fetch, progress, provenance, **extra): an official release -> our layout
+Converter = Callable[..., object]
+
+
+@dataclass(frozen=True)
+class Makers:
+    builtins: Mapping[str, Builtin] = field(default_factory=dict)
+    convert: Converter | None = None
+
+
 # -- where things live --------------------------------------------------------------------------
 def cache_root() -> Path:
     return Path(os.environ.get("MTLDM_CACHE") or Path.home() / ".cache" / "mtldm")
@@ -155,8 +176,9 @@ def resolve_model(
     offline: bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
+    makers: Makers = Makers(),
 ) -> ResolvedModel:
-    """Find (building or downloading when needed) the folder holding model ``spec``."""
+    """Find (building, downloading or converting when needed) the folder holding model ``spec``."""
     offline = is_offline(offline)
     local = Path(spec).expanduser()
     if local.is_dir():
@@ -166,13 +188,13 @@ def resolve_model(
         entry = registry[spec]
         src = entry.source
         if src.kind == "builtin":
-            path = _builtin(src.builtin, cache_dir, progress)
+            path = _builtin(src.builtin, makers, cache_dir, progress)
         elif src.kind == "package":
             path = _packaged(src.package, src.sha256)
         elif src.kind == "hf":
             path = _from_hub(src.hf, revision or src.revision, src.subfolder, offline, cache_dir, src.sha256, progress)
         elif entry.format == "mt-musicldm":
-            path = _from_official(entry, offline, cache_dir, progress)
+            path = _from_official(entry, makers, offline, cache_dir, progress)
         else:
             path = _from_url(src.url, src.sha256, offline, cache_dir, progress)
         path = check_model_dir(path, spec)
@@ -210,12 +232,15 @@ def _check_audio(entry: Entry, path: Path) -> None:
         )
 
 
-def _builtin(name: str, cache_dir, progress) -> Path:
-    from . import tiny
+def _builtin_folder(name: str, builtin: Builtin, cache_dir) -> Path:
+    return Path(cache_dir or cache_root()) / "builtin" / f"{name}-v{builtin.version}"
 
-    if name not in tiny.BUILDERS:
-        raise ModelError(f"unknown builtin model '{name}'", f"builtins: {', '.join(tiny.BUILDERS)}")
-    folder = Path(cache_dir or cache_root()) / "builtin" / f"{name}-v{tiny.BUILD_VERSION}"
+
+def _builtin(name: str, makers: Makers, cache_dir, progress) -> Path:
+    if name not in makers.builtins:
+        raise ModelError(f"unknown builtin model '{name}'", f"builtins: {', '.join(makers.builtins) or 'none'}")
+    builtin = makers.builtins[name]
+    folder = _builtin_folder(name, builtin, cache_dir)
     if (folder / PIPELINE_FILE).is_file():
         return folder
     if progress:
@@ -223,7 +248,7 @@ def _builtin(name: str, cache_dir, progress) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
     try:
-        tiny.BUILDERS[name](tmp)
+        builtin.build(tmp)
         try:
             tmp.rename(folder)
         except OSError:  # another process built it first
@@ -335,10 +360,11 @@ def official_cache_dir(entry: Entry, cache_dir=None) -> Path:
     return Path(cache_dir or cache_root()) / "converted" / f"{entry.name}-{digest}"
 
 
-def _from_official(entry: Entry, offline: bool, cache_dir, progress) -> Path:
+def _from_official(entry: Entry, makers: Makers, offline: bool, cache_dir, progress) -> Path:
     """Download the authors' release (and, when needed, the component files) and convert it once."""
-    from .convert import convert
-
+    if makers.convert is None:
+        raise ModelError(f"model '{entry.name}' is an official release, and no converter was given",
+                         "resolve it through mtldm_cli.sources")
     target = official_cache_dir(entry, cache_dir)
     if (target / PIPELINE_FILE).is_file():
         return target
@@ -357,7 +383,7 @@ def _from_official(entry: Entry, offline: bool, cache_dir, progress) -> Path:
         progress(f"converting {archive.name} (once)")
     kwargs = {"tokenizer": src.tokenizer} if src.tokenizer else {}
     provenance = {"url": src.url, "sha256": sha256_file(archive)}
-    convert(archive, target, name=entry.name, fetch=fetch, progress=progress, provenance=provenance, **kwargs)
+    makers.convert(archive, target, name=entry.name, fetch=fetch, progress=progress, provenance=provenance, **kwargs)
     return target
 
 
@@ -392,14 +418,13 @@ def verify_sha256(path: Path, expected: str) -> None:
         )
 
 
-def is_cached(entry: Entry, cache_dir=None) -> bool:
+def is_cached(entry: Entry, cache_dir=None, makers: Makers = Makers()) -> bool:
     """Whether ``entry`` would resolve without network."""
     try:
         src = entry.source
         if src.kind == "builtin":
-            from .tiny import BUILD_VERSION
-
-            return (Path(cache_dir or cache_root()) / "builtin" / f"{src.builtin}-v{BUILD_VERSION}" / PIPELINE_FILE).is_file()
+            builtin = makers.builtins.get(src.builtin or "")
+            return builtin is not None and (_builtin_folder(src.builtin, builtin, cache_dir) / PIPELINE_FILE).is_file()
         if src.kind == "package":
             return (packaged_root() / src.package / PIPELINE_FILE).is_file()
         if entry.format == "mt-musicldm":

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_STEMS = ("bass", "drums", "guitar", "piano")
+PIPELINE_FILE = "pipeline.json"  # the file that makes a folder a model folder
+
+Sampler = Literal["ddim", "dpm++"]
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
+Method = Literal["dirac", "gaussian", "consistency"]  # separation methods
+METHODS: tuple[str, ...] = get_args(Method)
+Conditioning = Literal["none", "clap"]
+Vocoder = Literal["hifigan", "griffin-lim"]
 
 
 class AudioConfig(BaseModel):
@@ -37,18 +44,13 @@ class AudioConfig(BaseModel):
     def segment_seconds(self) -> float:
         return self.segment_frames * self.hop_length / self.sample_rate
 
-    def frames_for(self, seconds: float) -> int:
-        return max(1, math.ceil(seconds * self.sample_rate / self.hop_length))
-
-
-Sampler = Literal["ddim", "dpm++"]
-
 
 class SamplingDefaults(BaseModel):
     """A model's default sampling; every value can be overridden per call.
 
     The default is the fast preset (DPM-Solver++ 2M, chosen by measurement: docs/performance.md);
-    ``PRESETS["paper"]`` is the authors' DDIM, 200 steps, eta 1.
+    ``PRESETS["paper"]`` is the authors' DDIM, 200 steps, eta 1. ``options.py`` resolves these with a
+    preset and a call's overrides into the options one run uses.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -66,6 +68,7 @@ PRESETS: dict[str, dict] = {
     "paper": {"sampler": "ddim", "steps": 200, "eta": 1.0},
     "fast": {"sampler": "dpm++", "steps": 25},
 }
+Preset = Literal["paper", "fast"]
 
 
 class PipelineConfig(BaseModel):
@@ -77,8 +80,8 @@ class PipelineConfig(BaseModel):
     name: str
     description: str = ""
     audio: AudioConfig = Field(default_factory=AudioConfig)
-    conditioning: Literal["none", "clap"] = "clap"
-    vocoder: Literal["hifigan", "griffin-lim"] = "hifigan"  # griffin-lim: no vocoder/ folder
+    conditioning: Conditioning = "clap"
+    vocoder: Vocoder = "hifigan"  # griffin-lim: no vocoder/ folder
     clap_sample_rate: int = 48000
     clap_max_seconds: float = 10.0
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)

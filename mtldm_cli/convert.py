@@ -25,9 +25,9 @@ from typing import Callable
 
 import torch
 
-from .checkpoints import PIPELINE_FILE
-from .config import AudioConfig, PipelineConfig, SamplingDefaults
-from .errors import InputError, ModelError
+from .components import quiet_libraries
+from .config import PIPELINE_FILE, AudioConfig, PipelineConfig, SamplingDefaults
+from .errors import NAME_ONLY, InputError, ModelError
 
 Tensor = torch.Tensor
 StateDict = dict[str, Tensor]
@@ -496,13 +496,13 @@ def convert(src: str | Path, out: str | Path, *, name: str | None = None, vae: P
     Lightning file is read from those, from the explicit paths, or from ``fetch(component)``.
     """
     from .model import MultiTrackUNet
-    from .pipeline import _quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     src, out = Path(src).expanduser(), Path(out).expanduser()
     say = progress or (lambda _m: None)
     if out.exists() and any(out.iterdir()) and not force:
-        raise InputError(f"{out}: exists and is not empty", "choose another --out, or pass --force to replace it")
+        raise InputError(f"{out}: exists and is not empty", "choose another {out}, or pass {force} to replace it",
+                         out=NAME_ONLY, force=True)
     report = Report()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".convert.", dir=out.parent))

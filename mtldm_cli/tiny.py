@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .components import quiet_libraries
 from .config import AudioConfig, PipelineConfig, SamplingDefaults
 
 BUILD_VERSION = 2  # 2: UNet module names follow the official state dict
@@ -18,7 +19,7 @@ SEED = 0
 CLAP_DIM = 32
 
 
-def _perturb_zero_init(module: torch.nn.Module, std: float = 0.02) -> None:
+def perturb_zero_init(module: torch.nn.Module, std: float = 0.02) -> None:
     """Zero-initialised output layers would make a random model's output identically zero."""
     g = torch.Generator().manual_seed(SEED + 1)
     with torch.no_grad():
@@ -27,7 +28,7 @@ def _perturb_zero_init(module: torch.nn.Module, std: float = 0.02) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
-def _byte_level_vocab(folder: Path) -> tuple[Path, Path]:
+def byte_level_vocab(folder: Path) -> tuple[Path, Path]:
     """A RoBERTa-style byte-level vocabulary with no merges: works offline, tokenises any text."""
     printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
     extra = [b for b in range(256) if b not in printable]
@@ -57,7 +58,7 @@ def _tiny_clap(folder: Path, audio: PipelineConfig) -> None:
     )
     cfg = ClapConfig(text_config=text_cfg.to_dict(), audio_config=audio_cfg.to_dict(), projection_dim=CLAP_DIM)
     model = ClapModel(cfg).eval()
-    vocab, merges = _byte_level_vocab(folder / "_vocab")
+    vocab, merges = byte_level_vocab(folder / "_vocab")
     processor = ClapProcessor(
         feature_extractor=ClapFeatureExtractor(
             feature_size=16, sampling_rate=audio.clap_sample_rate, hop_length=480,
@@ -80,9 +81,7 @@ def build(folder: Path, *, name: str, conditioning: str) -> Path:
     from .model import MultiTrackUNet, UNetConfig
     from .samplers import training_scheduler
 
-    from .pipeline import _quiet_libraries
-
-    _quiet_libraries()
+    quiet_libraries()
     folder = Path(folder)
     audio = AudioConfig()
     cfg = PipelineConfig(
@@ -101,7 +100,7 @@ def build(folder: Path, *, name: str, conditioning: str) -> Path:
         num_res_blocks=1, attention_resolutions=(4,), num_head_channels=16,
         cond_dim=CLAP_DIM if conditioning == "clap" else None, norm_groups=8,
     )).eval()
-    _perturb_zero_init(unet)
+    perturb_zero_init(unet)
     vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
         model_in_dim=audio.n_mels, sampling_rate=audio.sample_rate, upsample_initial_channel=32,
         upsample_rates=[5, 4, 2, 2, 2], upsample_kernel_sizes=[11, 8, 4, 4, 4], resblock_kernel_sizes=[3],

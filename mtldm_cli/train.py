@@ -566,7 +566,7 @@ class Trainer:
                                   vocoder="griffin-lim", sampling=cfg.sampling),
             vae=vae, unet=unet, vocoder=griffin_lim_vocoder(cfg.audio), scheduler=training_scheduler(),
             clap=None if clap is None else clap.model, clap_processor=None if clap is None else clap.processor)
-        pipe.device = self.acc.device
+        pipe.to(self.acc.device)
         folder = self.out / "training" / "samples" / f"unet-{step:07d}"
         folder.parent.mkdir(exist_ok=True)
         seconds = self.frames * cfg.audio.hop_length / cfg.audio.sample_rate
@@ -608,7 +608,7 @@ class _Clap:
                              "give a folder with a transformers ClapModel and ClapProcessor (a model's clap/)") from None
         self.sample_rate, self.null_fraction = sample_rate, null_fraction
         self.clap_rate, self.max_seconds = self.rates(folder, self.processor)
-        from .pipeline import clap_text_embedding
+        from .conditioning import clap_text_embedding
 
         self.null = clap_text_embedding(self.model, self.processor, [""])
         self.dim = self.null.shape[-1]
@@ -624,7 +624,7 @@ class _Clap:
         return int(fe.sampling_rate), fe.nb_max_samples / fe.sampling_rate
 
     def embed(self, mix: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        from .pipeline import clap_audio_embedding
+        from .conditioning import clap_audio_embedding
 
         emb = clap_audio_embedding(self.model, self.processor, mix, self.sample_rate, self.clap_rate, self.max_seconds)
         drop = (torch.rand(len(mix), generator=g) < self.null_fraction).to(emb.device)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -82,6 +85,31 @@ def cli(monkeypatch):
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+def register_registry(tmp_path, monkeypatch, body: str) -> None:
+    path = tmp_path / "extra.toml"
+    path.write_text(body)
+    monkeypatch.setenv("MTLDM_REGISTRY", str(path))
+
+
+AUDIO = 'audio = { sample_rate = 16000, segment_seconds = 10.24, stems = ["bass", "drums", "guitar", "piano"] }'
+
+
+def register_entry(tmp_path, monkeypatch, name: str, source: str, audio: str | None = None) -> None:
+    """Register one model entry in an extra registry file."""
+    audio_line = f"audio = {{ {audio} }}" if audio else AUDIO
+    register_registry(tmp_path, monkeypatch,
+              f'[models.{name}]\ndescription = "test"\nformat = "mtldm"\nsource = {{ {source} }}\n{audio_line}\n')
+
+
+def archive_model(src: Path, dest: Path) -> str:
+    """A model folder as a .tar.gz (as a URL source serves it); returns its sha256."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        t.add(src, arcname="model")
+    dest.write_bytes(buf.getvalue())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
 def assert_one_line_error(result, code: int, *needles: str) -> None:

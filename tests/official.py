@@ -341,9 +341,9 @@ def tokenizer_folder(folder: Path) -> Path:
     """A local RoBERTa tokenizer (byte-level, no merges): stands in for roberta-base offline."""
     from transformers import RobertaTokenizer
 
-    from mtldm_cli.tiny import _byte_level_vocab
+    from mtldm_cli.tiny import byte_level_vocab
 
-    vocab, merges = _byte_level_vocab(folder / "_v")
+    vocab, merges = byte_level_vocab(folder / "_v")
     RobertaTokenizer(str(vocab), str(merges), model_max_length=128).save_pretrained(folder)
     return folder
 

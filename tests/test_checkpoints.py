@@ -1,15 +1,16 @@
 import hashlib
-import io
 import shutil
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from mtldm_cli import MultiTrackPipeline
-from mtldm_cli.checkpoints import is_cached, load_registry, resolve_model
+from mtldm_cli.checkpoints import load_registry
+from mtldm_cli.sources import is_cached, resolve_model
 from mtldm_cli.errors import ModelError
 from mtldm_cli.tiny import BUILDERS
+
+from .conftest import AUDIO, archive_model, register_entry, register_registry
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 
@@ -62,27 +63,11 @@ def _fake_hub_cache(cache: Path, repo: str, src: Path) -> None:
     (root / "refs" / "main").write_text(REV)
 
 
-def _registry(tmp_path, monkeypatch, body: str) -> None:
-    path = tmp_path / "extra.toml"
-    path.write_text(body)
-    monkeypatch.setenv("MTLDM_REGISTRY", str(path))
-
-
-AUDIO = 'audio = { sample_rate = 16000, segment_seconds = 10.24, stems = ["bass", "drums", "guitar", "piano"] }'
-
-
-def _entry(tmp_path, monkeypatch, name: str, source: str, audio: str | None = None) -> None:
-    """Register one model entry in an extra registry file."""
-    audio_line = f"audio = {{ {audio} }}" if audio else AUDIO
-    _registry(tmp_path, monkeypatch,
-              f'[models.{name}]\ndescription = "test"\nformat = "mtldm"\nsource = {{ {source} }}\n{audio_line}\n')
-
-
 def test_hub_entry_resolves_from_the_hub_cache_offline(tiny_dir, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     _fake_hub_cache(cache, "someone/tiny", tiny_dir)
     digest = hashlib.sha256((tiny_dir / "unet" / "model.safetensors").read_bytes()).hexdigest()
-    _entry(tmp_path, monkeypatch, "hubtiny",
+    register_entry(tmp_path, monkeypatch, "hubtiny",
            f'hf = "someone/tiny", revision = "{REV}", sha256 = {{ "unet/model.safetensors" = "{digest}" }}')
     monkeypatch.setenv("MTLDM_OFFLINE", "1")
     pipe = MultiTrackPipeline.from_pretrained("hubtiny", cache_dir=cache, device="cpu")
@@ -95,7 +80,7 @@ def test_hub_entry_resolves_from_the_hub_cache_offline(tiny_dir, tmp_path, monke
 def test_hub_sha256_mismatch_is_refused(tiny_dir, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     _fake_hub_cache(cache, "someone/tiny", tiny_dir)
-    _entry(tmp_path, monkeypatch, "hubtiny",
+    register_entry(tmp_path, monkeypatch, "hubtiny",
            f'hf = "someone/tiny", revision = "{REV}", sha256 = {{ "unet/model.safetensors" = "{"0" * 64}" }}')
     with pytest.raises(ModelError, match="sha256 mismatch"):
         resolve_model("hubtiny", cache_dir=cache, offline=True)
@@ -108,17 +93,9 @@ def test_offline_with_empty_cache_and_unreachable_hub(tmp_path):
         resolve_model("someone/absent", cache_dir=tmp_path, offline=False)
 
 
-def _archive(src: Path, dest: Path) -> str:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        t.add(src, arcname="model")
-    dest.write_bytes(buf.getvalue())
-    return hashlib.sha256(buf.getvalue()).hexdigest()
-
-
 def test_url_entry_downloads_verifies_and_caches(tiny_dir, tmp_path, monkeypatch):
-    digest = _archive(tiny_dir, tmp_path / "model.tar.gz")
-    _entry(tmp_path, monkeypatch, "urltiny", f'url = "{(tmp_path / "model.tar.gz").as_uri()}", sha256 = "{digest}"')
+    digest = archive_model(tiny_dir, tmp_path / "model.tar.gz")
+    register_entry(tmp_path, monkeypatch, "urltiny", f'url = "{(tmp_path / "model.tar.gz").as_uri()}", sha256 = "{digest}"')
     cache = tmp_path / "c"
     entry = load_registry()["urltiny"]
     assert not is_cached(entry, cache)
@@ -129,8 +106,8 @@ def test_url_entry_downloads_verifies_and_caches(tiny_dir, tmp_path, monkeypatch
 
 
 def test_url_hash_mismatch_is_refused_and_not_kept(tiny_dir, tmp_path, monkeypatch):
-    _archive(tiny_dir, tmp_path / "model.tar.gz")
-    _entry(tmp_path, monkeypatch, "bad", f'url = "{(tmp_path / "model.tar.gz").as_uri()}", sha256 = "{"ab" * 32}"')
+    archive_model(tiny_dir, tmp_path / "model.tar.gz")
+    register_entry(tmp_path, monkeypatch, "bad", f'url = "{(tmp_path / "model.tar.gz").as_uri()}", sha256 = "{"ab" * 32}"')
     cache = tmp_path / "c"
     with pytest.raises(ModelError, match="sha256 mismatch"):
         resolve_model("bad", cache_dir=cache)
@@ -141,7 +118,7 @@ def test_url_hash_mismatch_is_refused_and_not_kept(tiny_dir, tmp_path, monkeypat
 def test_registry_audio_must_match_the_model(tiny_dir, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     _fake_hub_cache(cache, "someone/tiny", tiny_dir)
-    _entry(tmp_path, monkeypatch, "wrong", f'hf = "someone/tiny", revision = "{REV}"',
+    register_entry(tmp_path, monkeypatch, "wrong", f'hf = "someone/tiny", revision = "{REV}"',
            audio='sample_rate = 44100, segment_seconds = 10.24, stems = ["bass", "drums", "guitar", "piano"]')
     with pytest.raises(ModelError, match="does not match its registry entry"):
         resolve_model("wrong", cache_dir=cache, offline=True)
@@ -153,7 +130,7 @@ def test_registry_audio_must_match_the_model(tiny_dir, tmp_path, monkeypatch):
     ("[models.x\n", "not valid TOML"),
 ])
 def test_invalid_registry_entries(tmp_path, monkeypatch, body, needle):
-    _registry(tmp_path, monkeypatch, body)
+    register_registry(tmp_path, monkeypatch, body)
     with pytest.raises(ModelError, match=needle):
         load_registry()
 
@@ -175,9 +152,9 @@ def test_packaged_file_with_a_wrong_digest_is_refused(tmp_path, monkeypatch):
     rel = next(iter(digests))
     digests[rel] = "0" * 64
     table = ", ".join(f'"{k}" = "{v}"' for k, v in digests.items())
-    _entry(tmp_path, monkeypatch, "demo-bad", f'package = "demo", sha256 = {{ {table} }}')
+    register_entry(tmp_path, monkeypatch, "demo-bad", f'package = "demo", sha256 = {{ {table} }}')
     with pytest.raises(ModelError, match="sha256 mismatch"):
         resolve_model("demo-bad")
-    _registry(tmp_path, monkeypatch, "[models.x]\ndescription='x'\nformat='mtldm'\nsource={package='demo'}\n" + AUDIO)
+    register_registry(tmp_path, monkeypatch, "[models.x]\ndescription='x'\nformat='mtldm'\nsource={package='demo'}\n" + AUDIO)
     with pytest.raises(ModelError, match="lists the sha256 of each"):
         load_registry()

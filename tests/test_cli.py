@@ -1,10 +1,11 @@
 import json
+import re
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from .conftest import STEMS, assert_one_line_error
+from .conftest import STEMS, archive_model, assert_one_line_error, register_entry
 
 FAST = ("--steps", "2", "--seed", "0", "--device", "cpu", "-q")
 
@@ -12,8 +13,12 @@ FAST = ("--steps", "2", "--seed", "0", "--device", "cpu", "-q")
 def test_help_lists_every_command(cli):
     r = cli("--help")
     assert r.exit_code == 0
-    for c in ("generate", "condition", "arrange", "separate", "evaluate", "models", "convert", "data"):
-        assert c in r.stdout
+    commands = r.stdout[r.stdout.index("Commands"):]
+    listed = {m[1] for m in re.finditer(r"^\W*([a-z]+)\s{2,}\S", commands, re.M)}
+    assert listed == {"generate", "condition", "arrange", "separate", "evaluate", "train", "convert", "models", "data"}
+    for c in sorted(listed):
+        sub = cli(c, "--help")
+        assert sub.exit_code == 0 and "Usage: mtldm " + c in " ".join(sub.stdout.split()), c
     assert cli("--version").stdout.startswith("mtldm ")
 
 
@@ -23,7 +28,7 @@ def test_generate_writes_stems_mix_and_run_json(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{s}.wav" for s in STEMS), "mix.wav", "run.json"])
     info = json.loads((out / "run.json").read_text())
-    assert info["command"] == "generate" and info["seed"] == 0 and info["steps"] == 2
+    assert info["command"] == "generate" and info["options"]["seed"] == 0 and info["options"]["steps"] == 2
     bass, sr = sf.read(out / "bass.wav")
     assert sr == 16000 and bass.shape == (8000,)
 
@@ -63,7 +68,7 @@ def test_condition_and_separate_and_evaluate(cli, stem_dir, tmp_path):
     for method in ("dirac", "gaussian"):
         r = cli("separate", stem_dir / "mix.wav", "--method", method, "--out", tmp_path / method, *FAST)
         assert r.exit_code == 0, r.stderr
-        assert json.loads((tmp_path / method / "run.json").read_text())["method"] == method
+        assert json.loads((tmp_path / method / "run.json").read_text())["options"]["method"] == method
     r = cli("evaluate", "--est", tmp_path / "dirac", "--ref", stem_dir, "--json")
     assert r.exit_code == 0, r.stderr
     scores = json.loads(r.stdout)["stems"]
@@ -161,10 +166,8 @@ def test_model_errors(cli, tmp_path, monkeypatch):
 
 
 def test_checkpoint_hash_mismatch_via_cli(cli, tmp_path, monkeypatch, tiny_dir):
-    from .test_checkpoints import _archive, _entry
-
-    _archive(tiny_dir, tmp_path / "m.tar.gz")
-    _entry(tmp_path, monkeypatch, "bad", f'url = "{(tmp_path / "m.tar.gz").as_uri()}", sha256 = "{"cd" * 32}"')
+    archive_model(tiny_dir, tmp_path / "m.tar.gz")
+    register_entry(tmp_path, monkeypatch, "bad", f'url = "{(tmp_path / "m.tar.gz").as_uri()}", sha256 = "{"cd" * 32}"')
     r = cli("generate", "--model", "bad", "--out", tmp_path / "o", *FAST)
     assert_one_line_error(r, 3, "sha256 mismatch")
 
@@ -216,7 +219,7 @@ def test_internal_errors_are_one_line_unless_debug(cli, tmp_path, monkeypatch):
 def test_stem_from_file_names():
     from pathlib import Path
 
-    from mtldm_cli.commands.arrange import stem_from_filename
+    from mtldm_cli.stems import stem_from_filename
 
     for name, stem in [("bass.wav", "bass"), ("Drums_take2.flac", "drums"), ("b.wav", "bass"), ("gu.wav", "guitar"),
                        ("piano-left.wav", "piano"), ("mix.wav", None), ("bassoon.wav", None), ("x.wav", None)]:
@@ -241,3 +244,13 @@ def test_the_default_model_is_the_packaged_demo(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("MTLDM_MODEL", "tiny-random-uncond")
     r = cli("generate", "--out", tmp_path / "p", "--duration", "0.25", "--json", *FAST)
     assert json.loads(r.stdout)["info"]["model"] == "tiny-random-uncond"
+
+
+def test_library_errors_are_spelled_as_flags(cli, stem_dir, tmp_path):
+    r = cli("separate", stem_dir / "mix.wav", "--sigma-min", "2", "--sigma-max", "1", "--out", tmp_path / "o", *FAST)
+    assert_one_line_error(r, 2, "--sigma-min 2.0 and --sigma-max 1.0: the smallest noise level")
+    r = cli("generate", "--seed", str(2**63), "--steps", "1", "-q", "--out", tmp_path / "o")
+    assert_one_line_error(r, 2, f"--seed {2**63}")
+    r = cli("generate", "--stems", "flute", "--out", tmp_path / "o", *FAST)
+    assert_one_line_error(r, 2, "--stems: unknown stem 'flute'")
+    assert not (tmp_path / "o").exists()

@@ -11,7 +11,7 @@ import torch
 
 from mtldm_cli import MultiTrackPipeline
 from mtldm_cli import convert as C
-from mtldm_cli.checkpoints import resolve_model
+from mtldm_cli.checkpoints import Makers, resolve_model
 from mtldm_cli.errors import InputError, ModelError
 from mtldm_cli.model import MultiTrackUNet, UNetConfig
 
@@ -132,7 +132,7 @@ def test_components_come_from_side_files_when_the_release_lacks_them(tmp_path):
     report = C.convert(archive, tmp_path / "out")
     assert report.sources == {"unet": "last.ckpt", "vae": "vae-ckpt.ckpt", "vocoder": "hifigan-ckpt.ckpt"}
     pipe = MultiTrackPipeline.from_pretrained(str(tmp_path / "out"), device="cpu")
-    assert not pipe.conditional and pipe.vae.config.scaling_factor == pytest.approx(0.8)
+    assert not pipe.conditional and pipe.codec.vae.config.scaling_factor == pytest.approx(0.8)
 
 
 def test_vocoder_can_come_from_the_vae_file(tmp_path):
@@ -178,6 +178,7 @@ def converted(tmp_path_factory):
     return archive, tok, root
 
 
+@pytest.mark.slow  # a subprocess / all five commands
 def test_convert_cli_then_all_five_commands(converted, cli, tmp_path, stem_dir):
     archive, tok, _ = converted
     out = tmp_path / "model"
@@ -210,11 +211,13 @@ def test_registry_downloads_and_converts_on_first_use(converted, tmp_path, monke
     monkeypatch.setenv("MTLDM_REGISTRY", str(reg))
     monkeypatch.setenv("MTLDM_CACHE", str(tmp_path / "cache"))
     calls = []
-    monkeypatch.setattr(C, "convert", lambda *a, _c=C.convert, **k: calls.append(1) or _c(*a, **k))
-    first = resolve_model("official-test")
+    counting = Makers(convert=lambda *a, **k: calls.append(1) or C.convert(*a, **k))
+    first = resolve_model("official-test", makers=counting)
     record = json.loads((first.path / "convert.json").read_text())
     assert record["source"]["url"] == archive.as_uri() and len(record["source"]["sha256"]) == 64
-    assert resolve_model("official-test", offline=True).path == first.path and calls == [1]
+    assert resolve_model("official-test", offline=True, makers=counting).path == first.path and calls == [1]
+    with pytest.raises(ModelError, match="no converter"):
+        resolve_model("official-test", cache_dir=tmp_path / "fresh")
     pipe = MultiTrackPipeline.from_pretrained("official-test", device="cpu", offline=True)
     assert pipe.conditional and pipe.config.name == "official-test"
 

@@ -1,86 +1,118 @@
-"""Sampler presets (paper DDIM vs fast DPM-Solver++), diffusers-scheduler sampling with imputation,
-and long audio in overlapping windows."""
+"""Options resolution (paper DDIM vs fast DPM-Solver++), the windows, and long audio in overlapping windows."""
 
 import numpy as np
 import pytest
 import torch
 
-from mtldm_cli.config import PRESETS
+from mtldm_cli import sampling
+from mtldm_cli.config import PRESETS, SamplingDefaults
 from mtldm_cli.errors import InputError
-from mtldm_cli.samplers import sample_scheduler
+from mtldm_cli.options import SamplingOptions, SeparationOptions
+from mtldm_cli.windows import Window, crossfade, plan, stitch
 
 from .conftest import SR, synth_stems
 
 
-def test_presets_and_overrides(pipe):
-    assert pipe._sampling(None, None, None, None) == ("dpm++", pipe.config.sampling.steps, 1.0)
-    assert pipe._sampling("paper", None, None, None) == ("ddim", 200, 1.0)
+def test_presets_and_overrides():
+    d = SamplingDefaults(steps=10)
+    resolve = SamplingOptions.resolve
+    assert resolve(d, seed=0).model_dump(exclude={"seed"}) == dict(sampler="dpm++", steps=10, eta=1.0, guidance=2.0,
+                                                                    preset=None)
     assert PRESETS["paper"] == {"sampler": "ddim", "steps": 200, "eta": 1.0}
-    assert pipe._sampling("paper", "dpm++", 7, 0.0) == ("dpm++", 7, 0.0)
-    with pytest.raises(InputError, match="unknown preset"):
-        pipe._sampling("slow", None, None, None)
-    with pytest.raises(InputError, match="unknown sampler"):
-        pipe._sampling(None, "euler", None, None)
+    assert (resolve(d, preset="paper").sampler, resolve(d, preset="paper").steps) == ("ddim", 200)
+    o = resolve(d, preset="paper", sampler="dpm++", steps=7, eta=0.0)
+    assert (o.sampler, o.steps, o.eta) == ("dpm++", 7, 0.0)
+    assert resolve(d, task="arrange").guidance == d.arrange_guidance and resolve(d, guidance=0.0).guidance == 0.0
+    with pytest.raises(InputError, match="preset='slow': unknown preset"):
+        resolve(d, preset="slow")
+    with pytest.raises(InputError, match="sampler='euler'"):
+        resolve(d, sampler="euler")
+    with pytest.raises(Exception):
+        o.steps = 3  # frozen: resolved once
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "dpm++"])
-def test_each_sampler_is_seeded_and_recorded(pipe, sampler):
-    a = pipe.generate(duration=0.5, steps=3, seed=1, sampler=sampler)
-    b = pipe.generate(duration=0.5, steps=3, seed=1, sampler=sampler)
-    assert np.array_equal(a.mix, b.mix) and np.abs(a.mix).max() > 0
-    assert a.info["sampler"] == sampler and a.info["steps"] == 3 and ("eta" in a.info) == (sampler == "ddim")
+def test_separation_options():
+    d = SamplingDefaults(separate_steps=12)
+    o = SeparationOptions.resolve(d, seed=1)
+    assert (o.method, o.steps, o.s_churn, o.resamples, o.wiener) == ("dirac", 12, 20.0, 2, True)
+    assert SeparationOptions.resolve(d, steps=3, s_churn=None).steps == 3
+    for bad in ({"steps": 0}, {"resamples": 0}, {"sigma_min": 0.0}, {"method": "magic"}):
+        with pytest.raises(InputError, match=f"{next(iter(bad))}="):
+            SeparationOptions.resolve(d, **bad)
 
 
-def test_scheduler_sampler_imputes_known_parts(pipe):
-    from diffusers import DPMSolverMultistepScheduler
-
-    sched = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing", steps_offset=0)
-    sched.set_timesteps(4)
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.randn(1, 4, 2, 8, 4, generator=g)
-    mask = torch.tensor([1.0, 0, 0, 1]).reshape(1, 4, 1, 1, 1)
-    seen = []
-
-    def model_fn(x, t):
-        seen.append(float((x * mask).std()))
-        return torch.zeros_like(x)
-
-    out = sample_scheduler(model_fn, torch.randn(x0.shape, generator=g), sched, generator=g, known=(x0, mask))
-    assert torch.equal(out[:, [0, 3]], x0[:, [0, 3]]) and len(seen) == 4
+def test_window_plan_covers_and_overlaps():
+    assert plan(50, 64, 16) == [Window(0, 0, 50, 0, 50, 0, 0)]
+    ws = plan(200, 64, 16)
+    assert [w.start for w in ws] == [0, 48, 96, 136] and ws[-1].stop == 200
+    for a, b in zip(ws, ws[1:]):
+        assert a.after == b.before == a.stop - b.start >= 16
+        assert a.keep_stop == b.keep_start == (a.stop + b.start) // 2  # each overlap cut at its middle
+    assert ws[0].keep_start == 0 and ws[-1].keep_stop == 200
 
 
-def test_window_layout(pipe):
-    w = pipe.window
-    assert pipe.window_starts(w) == [0] and pipe.window_starts(w // 2) == [0]
-    starts = pipe.window_starts(3 * w)
-    overlap = round(pipe.config.sampling.window_overlap_seconds * SR / 160 / pipe.vae_factor)
-    assert starts[1] == w - overlap and starts[-1] == 2 * w
-    assert all(b - a <= w - overlap for a, b in zip(starts, starts[1:]))
-    x = torch.randn(2, 1, 3 * w, 4)
-    assert torch.equal(pipe._by_windows(lambda v: v * 2, x, 3 * w, 1, 1), x * 2)
-    up = pipe._by_windows(lambda v: v.repeat_interleave(4, dim=-2), x, 3 * w, 1, 4)
-    assert torch.equal(up, x.repeat_interleave(4, dim=-2))
+def test_stitch_takes_each_window_up_to_the_middle_of_its_overlaps():
+    ws = plan(200, 64, 16)
+    x = torch.zeros(1, 200, 2)
+    calls = []
+
+    def tag(v):  # which window produced each frame
+        calls.append(v.shape[-2])
+        return torch.full_like(v, float(len(calls) - 1)).repeat_interleave(4, dim=-2)
+
+    y = stitch(tag, x, ws, 1, 4)
+    assert calls == [64] * 4 and y.shape == (1, 800, 2)
+    for w in ws:
+        assert y[0, w.keep_start * 4:w.keep_stop * 4].eq(w.index).all()
+    assert torch.equal(stitch(lambda v: v * 2, x + 1, ws), x * 0 + 2)
+
+
+def test_crossfades_of_neighbours_sum_to_one():
+    ws = plan(1000, 300, 100)
+    total = torch.zeros(1000)
+    for w in ws:
+        total[w.start:w.stop] += crossfade(w)
+    assert torch.allclose(total, torch.ones(1000))
+    first = crossfade(ws[0])
+    assert first[:200].eq(1).all() and 0 < first[-1] < first[-100] < 1
+    # the last window, aligned to the end, may reach back over two others: the weights stay positive
+    # (the overlap-add divides by them)
+    ws = plan(1000, 300, 80)
+    total = torch.zeros(1000)
+    for w in ws:
+        total[w.start:w.stop] += crossfade(w)
+    assert ws[2].stop > ws[4].start and (total > 0.5).all()
+
+
+def test_codec_windows_follow_the_model(pipe):
+    w = pipe.codec.window_latent_frames
+    assert len(pipe.codec.latent_windows(w)) == 1 and len(pipe.codec.latent_windows(w // 2)) == 1
+    ws = pipe.codec.latent_windows(3 * w)
+    overlap = round(pipe.config.sampling.window_overlap_seconds * SR / 160 / pipe.codec.vae_factor)
+    assert ws[1].start == w - overlap and ws[-1].start == 2 * w
+    assert pipe.codec.latent_frames(16000) * pipe.codec.vae_factor == pipe.codec.mel_frames(16000) >= 100
 
 
 def test_long_generation_continues_across_windows(pipe, monkeypatch):
     calls = []
-    real = pipe._denoise
+    real = sampling.denoise
 
-    def spy(model_fn, x, **kw):
-        out = real(model_fn, x, **kw)
+    def spy(model_fn, x, scheduler, options, **kw):
+        out = real(model_fn, x, scheduler, options, **kw)
         calls.append((kw["known"], out.clone()))
         return out
 
-    monkeypatch.setattr(pipe, "_denoise", spy)
+    monkeypatch.setattr(sampling, "denoise", spy)
     seconds = 1.6 * pipe.config.audio.segment_seconds
     out = pipe.generate(duration=seconds, steps=2, seed=0)
     assert len(out.mix) == round(seconds * SR) and out.info["windows"] == 2 and len(calls) == 2
     (k0, z0), (k1, _) = calls
     assert k0 is None
     x0, mask = k1
-    frames = pipe._frames(len(out.mix)) // pipe.vae_factor
-    overlap = 2 * pipe.window - frames  # window 0 is [0, W), window 1 is [frames - W, frames)
-    assert pipe.window_starts(frames) == [0, frames - pipe.window] and overlap > 0
+    frames = pipe.codec.latent_frames(len(out.mix))
+    w = pipe.codec.window_latent_frames
+    overlap = 2 * w - frames  # window 0 is [0, W), window 1 is [frames - W, frames)
+    assert [v.start for v in pipe.codec.latent_windows(frames)] == [0, frames - w] and overlap > 0
     assert torch.equal(x0[..., :overlap, :], z0[..., -overlap:, :])
     assert mask[..., :overlap, :].eq(1).all() and mask[..., overlap:, :].eq(0).all()
 

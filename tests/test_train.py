@@ -69,7 +69,7 @@ def test_trained_folder_loads_and_runs_every_task(trained, data):
 
     pipe = MultiTrackPipeline.from_pretrained(str(trained), device="cpu")
     assert pipe.config.vocoder == "griffin-lim" and not pipe.conditional
-    assert pipe.vae.config.scaling_factor != 1.0  # scale_by_std was measured
+    assert pipe.codec.vae.config.scaling_factor != 1.0  # scale_by_std was measured
     out = pipe.generate(duration=0.64, seed=0)
     wav = np.stack(list(out.stems.values()))
     assert wav.shape == (4, 10240) and np.isfinite(wav).all() and np.abs(wav).max() > 0
@@ -86,6 +86,7 @@ def test_training_lowers_the_loss(trained):
     assert unet[-1] < unet[0]
 
 
+@pytest.mark.slow  # a subprocess / all five commands
 def test_a_killed_run_resumes_to_the_same_weights(config, trained, tmp_path):
     """SIGKILL mid-UNet, resume: the weights equal those of the uninterrupted run, bit for bit."""
     out = tmp_path / "run"
@@ -113,6 +114,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # a subprocess / all five commands
 def test_runs_under_accelerate_launch_with_two_cpu_processes(config, tmp_path):
     out = tmp_path / "ddp"
     accelerate = Path(sys.executable).parent / "accelerate"
@@ -205,7 +207,7 @@ def test_clap_conditioned_training_makes_a_conditional_model(full, data):
 
     pipe = MultiTrackPipeline.from_pretrained(str(full), device="cpu")
     assert pipe.conditional and pipe.config.clap_max_seconds == 2.0
-    assert pipe.config.vocoder == "hifigan" and isinstance(pipe.vocoder, SpeechT5HifiGan)
+    assert pipe.config.vocoder == "hifigan" and isinstance(pipe.codec.vocoder, SpeechT5HifiGan)
     out = pipe.condition(data / "Track0000000" / "mix.wav", duration=0.64, seed=0)
     wav = np.stack(list(out.stems.values()))
     assert wav.shape == (4, 10240) and np.isfinite(wav).all()

@@ -10,15 +10,23 @@ import traceback
 from contextlib import contextmanager, nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
 
-from ..errors import InputError, MtldmError
+if TYPE_CHECKING:
+    from ..audio import Audio
+
+from ..config import PRESETS, SAMPLERS
+from ..errors import MtldmError
 
 err_console = Console(stderr=True, highlight=False)
 EXIT_INTERRUPTED = 130
+
+# Library parameters whose option is not simply --name-with-dashes: errors name the parameter, and
+# the boundary below spells it as the user typed it.
+FLAGS = {"folder": "--out", "s_churn": "--churn", "reference": "--ref", "stages": "--stage"}
 
 
 class Device(str, Enum):
@@ -35,14 +43,10 @@ OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached mod
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run.")]
 StepsOpt = Annotated[Optional[int], typer.Option(min=1, help="Sampler steps, overriding the preset's.")]
 GuidanceOpt = Annotated[Optional[float], typer.Option(min=0.0, help="Classifier-free guidance scale (default: the model's).")]
-class Preset(str, Enum):
-    paper = "paper"
-    fast = "fast"
 
 
-class SamplerName(str, Enum):
-    ddim = "ddim"
-    dpm = "dpm++"
+Preset = Enum("Preset", {p: p for p in PRESETS}, type=str)  # type: ignore[misc]
+SamplerName = Enum("SamplerName", {s: s for s in SAMPLERS}, type=str)  # type: ignore[misc]
 
 
 PresetOpt = Annotated[Optional[Preset], typer.Option(help="paper: DDIM 200 steps, eta 1 (the authors'); fast: DPM-Solver++ 25 steps (default: the model's).")]
@@ -59,7 +63,7 @@ PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text p
 
 
 def sampling_kwargs(*, preset, sampler, steps, guidance, eta, seed) -> dict:
-    """The sampling options every generating command passes to the pipeline."""
+    """The sampling overrides every generating command passes to the pipeline, as plain values."""
     return dict(preset=preset and preset.value, sampler=sampler and sampler.value, steps=steps,
                 guidance=guidance, eta=eta, seed=seed)
 
@@ -75,7 +79,7 @@ def guarded(fn: Callable) -> Callable:
         except typer.Exit:
             raise
         except MtldmError as e:
-            _fail(str(e), e.exit_code, as_json)
+            _fail(e.render(FLAGS), e.exit_code, as_json)
         except KeyboardInterrupt:
             _fail("interrupted; no partial output was written", EXIT_INTERRUPTED, as_json)
         except Exception as e:  # a bug: say so in one line, keep the traceback for MTLDM_DEBUG
@@ -143,6 +147,13 @@ def precheck_outputs(out: Path, names: list[str], force: bool) -> None:
     check_writable(output_paths(out, names).values(), force=force)
 
 
+def read_inputs(paths: list[str | Path]) -> dict[str, "Audio"]:
+    """Read every input file once, before the model loads: a bad file fails in a second, not after it."""
+    from ..audio import load_audio
+
+    return {str(p): load_audio(p) for p in paths}
+
+
 def finish(output, out: Path, *, command: str, argv_info: dict, force: bool, float_wav: bool,
            json_out: bool, quiet: bool, started: float) -> None:
     output.info = output.info | {"command": command, **argv_info,
@@ -157,9 +168,3 @@ def finish(output, out: Path, *, command: str, argv_info: dict, force: bool, flo
                           f"{output.info['total_s']:.1f} s)", soft_wrap=True)
     for w in output.info.get("warnings", []):
         err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
-
-
-def check_stem_names(names: list[str] | None, stems: tuple[str, ...], option: str) -> None:
-    for n in names or []:
-        if n not in stems:
-            raise InputError(f"{option} {n}: unknown stem", f"this model's stems are: {', '.join(stems)}")

@@ -5,48 +5,21 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from ..audio import read_audio
 from ..errors import StemError
 from ._common import (Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
                       OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
-                      guarded, load_pipeline, note, precheck_outputs, progress_callback, sampling_kwargs,
-                      split_names)
+                      guarded, load_pipeline, note, precheck_outputs, progress_callback, read_inputs,
+                      sampling_kwargs, split_names)
 
 
-def stem_from_filename(path: Path, stems: tuple[str, ...]) -> str | None:
-    """``bass.wav``, ``bass_take2.flac``, or a unique abbreviation such as ``b.wav`` or ``dr.wav``."""
-    name = path.stem.lower()
-    exact = [s for s in stems if re.fullmatch(rf"{re.escape(s)}([\W_].*)?", name)]
-    if exact:
-        return exact[0]
-    prefix = [s for s in stems if s.startswith(name)]
-    return prefix[0] if len(prefix) == 1 else None
-
-
-def parse_given(items: list[str], stems: tuple[str, ...]) -> dict[str, Path]:
-    """``bass=take3.wav`` names a stem explicitly; ``bass.wav`` names it by its file name."""
-    given: dict[str, Path] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if sep:
-            stem, path = name.strip().lower(), Path(path)
-        else:
-            path = Path(item)
-            if item.lower() in stems and not path.exists():
-                raise StemError(f"'{item}' is a stem name, not a file",
-                                "to want several stems write --want piano,guitar")
-            stem = stem_from_filename(path, stems)
-            if stem is None:
-                raise StemError(f"{path}: cannot tell which stem this is from its name",
-                                f"write it as STEM=PATH, e.g. {stems[0]}={path}")
-        if stem in given:
-            raise StemError(f"stem '{stem}' is given twice ({given[stem]} and {path})", "give each stem once")
-        given[stem] = path
-    return given
+def _split(item: str) -> tuple[str | None, str]:
+    """``bass=take3.wav`` names its stem; ``bass.wav`` leaves it to the file name."""
+    name, sep, path = item.partition("=")
+    return (name.strip().lower(), path) if sep else (None, item)
 
 
 @guarded
@@ -77,20 +50,25 @@ def arrange(
 
     Given stems are copied to --out sample-exact (at the model's rate); the new stems are conditioned on the given stems' mix, or on --prompt.
     """
+    from ..stems import check_arrangement, name_given
+
     started = time.perf_counter()
-    items = [*(given or []), *(files or [])]
-    want_names = split_names(want)
-    for item in items:  # fail fast on unreadable files, before the model loads
-        path = item.partition("=")[2] or item
-        if not re.fullmatch(r"[A-Za-z]+", path) or Path(path).exists():  # a bare word may be a stem name
-            read_audio(path)
+    items = [_split(item) for item in [*(given or []), *(files or [])]]
+    # a bare word after --given (--want piano guitar) may be a stem name, not a file: judged below
+    bare = [p for stem, p in items if stem is None and re.fullmatch(r"[A-Za-z]+", p) and not Path(p).exists()]
+    audio = read_inputs([p for _, p in items if p not in bare])
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
-    paths = parse_given(items, pipe.stems)
-    note("given: " + ", ".join(f"{s} = {p}" for s, p in paths.items()), quiet or json_out)
-    given_names, want_names = pipe.check_arrangement(paths, want_names)
+    for word in bare:
+        if word.lower() in pipe.stems:
+            raise StemError(f"'{word}' is a stem name, not a file", "to want several stems write --want piano,guitar")
+        read_inputs([word])  # says: no such file
+    entries: list[Any] = [(stem, audio[p]) if stem else audio[p] for stem, p in items]
+    named = name_given(entries, pipe.stems)
+    note("given: " + ", ".join(f"{s} = {a.name}" for s, a in named.items()), quiet or json_out)
+    given_names, want_names = check_arrangement(named, split_names(want), pipe.stems)
+    options = pipe.sampling_options("arrange", **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
     precheck_outputs(out, [*given_names, *want_names], force)
     with progress_callback("arranging", quiet or json_out) as cb:
-        result = pipe.arrange({s: str(p) for s, p in paths.items()}, want_names, prompt=prompt, callback=cb,
-                              **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
-    finish(result, out, command="arrange", argv_info={"given_files": {s: str(p) for s, p in paths.items()}},
+        result = pipe.arrange(named, want_names, prompt=prompt, callback=cb, options=options)
+    finish(result, out, command="arrange", argv_info={"given_files": {s: a.name for s, a in named.items()}},
            force=force, float_wav=float_wav, json_out=json_out, quiet=quiet, started=started)

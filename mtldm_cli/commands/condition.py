@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from ..audio import read_audio
 from ._common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
                       OfflineOpt, OutOpt, PresetOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
-                      guarded, load_pipeline, precheck_outputs, progress_callback, sampling_kwargs)
+                      guarded, load_pipeline, precheck_outputs, progress_callback, read_inputs, sampling_kwargs)
 
 
 @guarded
@@ -36,11 +35,11 @@ def condition(
 ) -> None:
     """Generate every stem in the style of a reference clip (its CLAP audio embedding)."""
     started = time.perf_counter()
-    read_audio(ref)  # fail fast, before the model loads
+    reference = read_inputs([ref])[str(ref)]
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
+    options = pipe.sampling_options("condition", **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
     precheck_outputs(out, list(pipe.stems), force)
     with progress_callback("generating", quiet or json_out) as cb:
-        result = pipe.condition(ref, duration=duration, callback=cb,
-                                **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
+        result = pipe.condition(reference, duration=duration, callback=cb, options=options)
     finish(result, out, command="condition", argv_info={"reference": str(ref)}, force=force,
            float_wav=float_wav, json_out=json_out, quiet=quiet, started=started)

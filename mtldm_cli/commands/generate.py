@@ -10,8 +10,8 @@ import typer
 
 from ._common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
                       OfflineOpt, OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt,
-                      StepsOpt, check_stem_names, finish, guarded, load_pipeline, precheck_outputs,
-                      progress_callback, sampling_kwargs, split_names)
+                      StepsOpt, finish, guarded, load_pipeline, precheck_outputs, progress_callback,
+                      sampling_kwargs, split_names)
 
 
 @guarded
@@ -39,16 +39,14 @@ def generate(
 
     Writes <stem>.wav per stem, mix.wav (their sum) and run.json (settings, seed, model) to --out.
     """
+    from ..stems import select
+
     started = time.perf_counter()
     names = split_names(stems)
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
-    check_stem_names(names, pipe.stems, "--stems")
-    precheck_outputs(out, names or list(pipe.stems), force)
+    options = pipe.sampling_options("generate", **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
+    precheck_outputs(out, select(names, pipe.stems), force)
     with progress_callback("generating", quiet or json_out) as cb:
-        result = pipe.generate(prompt, duration=duration, callback=cb,
-                               **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
-    if names:
-        result.stems = {s: w for s, w in result.stems.items() if s in names}
-        result.info["stems"] = list(result.stems)
+        result = pipe.generate(prompt, duration=duration, stems=names, callback=cb, options=options)
     finish(result, out, command="generate", argv_info={}, force=force, float_wav=float_wav, json_out=json_out,
            quiet=quiet, started=started)

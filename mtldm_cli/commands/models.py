@@ -6,7 +6,8 @@ import json
 
 import typer
 
-from ..checkpoints import is_cached, load_registry
+from ..checkpoints import load_registry
+from ..sources import is_cached
 from ._common import JsonOpt, guarded
 
 

@@ -1,0 +1,68 @@
+"""A model folder's components, read each by its own library (see docs/architecture.md, "On disk")."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .audio import griffin_lim_vocoder
+from .config import PIPELINE_FILE, PipelineConfig
+from .errors import ModelError
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers' and transformers' info logs and progress bars (ours are on stderr)."""
+    import diffusers
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+
+
+@dataclass
+class Components:
+    config: PipelineConfig
+    vae: Any
+    unet: Any
+    vocoder: Any
+    scheduler: Any
+    clap: Any = None
+    clap_processor: Any = None
+
+
+def load_components(folder: str | os.PathLike) -> Components:
+    """Every component of a model folder, frozen in eval mode; one ModelError if any is unreadable."""
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from safetensors import SafetensorError
+    from transformers import ClapModel, ClapProcessor, SpeechT5HifiGan
+
+    from .model import MultiTrackUNet
+
+    quiet_libraries()
+    folder = Path(folder)
+    try:
+        config = PipelineConfig.model_validate_json((folder / PIPELINE_FILE).read_text())
+        parts = Components(
+            config=config,
+            vae=AutoencoderKL.from_pretrained(folder / "vae"),
+            unet=MultiTrackUNet.from_pretrained(folder / "unet"),
+            vocoder=(griffin_lim_vocoder(config.audio) if config.vocoder == "griffin-lim"
+                     else SpeechT5HifiGan.from_pretrained(folder / "vocoder")),
+            scheduler=DDIMScheduler.from_pretrained(folder / "scheduler"),
+        )
+        if config.conditioning == "clap":
+            parts.clap = ClapModel.from_pretrained(folder / "clap")
+            parts.clap_processor = ClapProcessor.from_pretrained(folder / "clap")
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"{folder}: cannot load the model ({reason})", "the folder is incomplete or corrupt") from None
+    for m in (parts.vae, parts.unet, parts.vocoder, parts.clap):
+        if isinstance(m, torch.nn.Module):
+            m.eval().requires_grad_(False)
+    return parts

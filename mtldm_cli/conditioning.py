@@ -1,0 +1,81 @@
+"""The conditioner: CLAP text, audio and null embeddings, as MusicLDM uses them (L2-normalised)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .audio import resample
+from .errors import NAME_ONLY, InputError
+
+
+@torch.no_grad()
+def clap_text_embedding(clap, processor, prompts: Sequence[str]) -> torch.Tensor:
+    """CLAP text embeddings ``[B, D]``, L2-normalised."""
+    device = next(clap.parameters()).device
+    inputs = processor(text=list(prompts), return_tensors="pt", padding=True).to(device)
+    return _normalised(clap.get_text_features(**inputs))
+
+
+@torch.no_grad()
+def clap_audio_embedding(clap, processor, wav: torch.Tensor, sample_rate: int, clap_rate: int,
+                         max_seconds: float) -> torch.Tensor:
+    """CLAP audio embeddings ``[B, D]`` of ``[B, N]`` audio: the first ``max_seconds`` only, so the
+    result never depends on the feature extractor's random crop. Shared by sampling and training."""
+    device = next(clap.parameters()).device
+    clips = resample(wav.float().cpu(), sample_rate, clap_rate)[..., : int(max_seconds * clap_rate)]
+    inputs = processor(audio=list(clips.numpy()), sampling_rate=clap_rate, return_tensors="pt").to(device)
+    return _normalised(clap.get_audio_features(**inputs))
+
+
+def _normalised(out) -> torch.Tensor:
+    emb = out.pooler_output if hasattr(out, "pooler_output") else out
+    return torch.nn.functional.normalize(emb.float(), dim=-1)
+
+
+class Conditioner:
+    """What a task is conditioned on; a model without CLAP has no conditioner (``available`` False)."""
+
+    def __init__(self, clap=None, processor=None, *, model_name: str, sample_rate: int, clap_sample_rate: int,
+                 clap_max_seconds: float):
+        self.clap, self.processor = clap, processor
+        self.model_name, self.sample_rate = model_name, sample_rate
+        self.clap_sample_rate, self.clap_max_seconds = clap_sample_rate, clap_max_seconds
+        self._null: torch.Tensor | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.clap is not None
+
+    def to(self, device: torch.device) -> "Conditioner":
+        if self.clap is not None:
+            self.clap.to(device)
+            self._null = None
+        return self
+
+    def require(self, param: str) -> None:
+        """Refuse ``param`` (a prompt, a reference) on a model without CLAP."""
+        if not self.available:
+            raise InputError(f"model '{self.model_name}' is unconditional (no CLAP): it cannot use {{{param}}}",
+                             "use a CLAP-conditioned model, or leave it out", **{param: NAME_ONLY})
+
+    def text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """CLAP text embeddings ``[B, D]``."""
+        self.require("prompt")
+        return clap_text_embedding(self.clap, self.processor, prompts)
+
+    def audio(self, wav: torch.Tensor) -> torch.Tensor:
+        """CLAP audio embeddings ``[B, D]`` of ``[B, N]`` audio at the model's rate (its first
+        ``clap_max_seconds``, never a random crop)."""
+        self.require("reference")
+        return clap_audio_embedding(self.clap, self.processor, wav, self.sample_rate, self.clap_sample_rate,
+                                    self.clap_max_seconds)
+
+    def null(self) -> torch.Tensor | None:
+        """The "no condition" embedding (CLAP of the empty text, as in MusicLDM); None without CLAP."""
+        if not self.available:
+            return None
+        if self._null is None:
+            self._null = self.text([""])
+        return self._null

@@ -1,0 +1,30 @@
+"""Model resolution with our source kinds bound: the tiny built-in models and the official converter.
+
+``checkpoints`` resolves names, folders, hub repos and URLs; what needs model code (building a tiny
+model, converting the authors' release) comes from here, one layer up, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from . import convert, tiny
+from .checkpoints import Builtin, Entry, Makers, ResolvedModel
+from .checkpoints import is_cached as _is_cached
+from .checkpoints import resolve_model as _resolve_model
+
+MAKERS = Makers(builtins={name: Builtin(build, tiny.BUILD_VERSION) for name, build in tiny.BUILDERS.items()},
+                convert=convert.convert)
+
+
+def resolve_model(spec: str, *, revision: str | None = None, offline: bool | None = None,
+                  cache_dir: str | os.PathLike | None = None,
+                  progress: Callable[[str], None] | None = None) -> ResolvedModel:
+    """:func:`checkpoints.resolve_model` with every source kind mtldm knows."""
+    return _resolve_model(spec, revision=revision, offline=offline, cache_dir=cache_dir, progress=progress,
+                          makers=MAKERS)
+
+
+def is_cached(entry: Entry, cache_dir: str | os.PathLike | None = None) -> bool:
+    return _is_cached(entry, cache_dir, MAKERS)
