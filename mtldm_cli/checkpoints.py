@@ -28,7 +28,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .config import PIPELINE_FILE
-from .errors import ModelError
+from .errors import NAME_ONLY, ModelError
 HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRUE = {"1", "true", "yes", "on"}
 
@@ -294,8 +294,10 @@ def _from_hub(repo_id, revision, subfolder, offline, cache_dir, sha256, progress
     except (E.LocalEntryNotFoundError, E.OfflineModeIsEnabled):
         if offline:
             raise ModelError(f"{repo_id}@{revision} is not in the cache and offline mode is on",
-                             "run once online (unset MTLDM_OFFLINE / HF_HUB_OFFLINE, drop --offline)") from None
-        raise ModelError(f"{repo_id}: cannot reach the hub", "check the network, or use --offline with a cached model") from None
+                             "run once online (unset MTLDM_OFFLINE / HF_HUB_OFFLINE, drop {offline})",
+                             offline=NAME_ONLY) from None
+        raise ModelError(f"{repo_id}: cannot reach the hub", "check the network, or use {offline} with a cached model",
+                         offline=NAME_ONLY) from None
     except E.HfHubHTTPError as e:
         raise ModelError(f"{repo_id}: the hub answered with an error ({str(e).splitlines()[0]})", "retry later") from None
     except OSError as e:

@@ -63,10 +63,10 @@ class Report:
                 "sources": self.sources, "notes": self.notes}
 
 
-def _unaccounted(component: str, keys, hint: str, kind: str = "unexpected") -> ModelError:
+def _unaccounted(component: str, keys, hint: str, kind: str = "unexpected", **params) -> ModelError:
     keys = sorted(keys)
     shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-    return ModelError(f"{component}: {len(keys)} {kind} checkpoint keys ({shown})", hint)
+    return ModelError(f"{component}: {len(keys)} {kind} checkpoint keys ({shown})", hint, **params)
 
 
 def _load_strict(module: torch.nn.Module, state: StateDict, component: str) -> None:
@@ -97,7 +97,8 @@ def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> dict:
         if found is None:  # not a pickle at all, or a damaged one
             raise ModelError(f"{path}: not a readable PyTorch checkpoint", "download it again") from None
         raise ModelError(f"{path}: holds Python objects beyond tensors (such as {found.group(1)})",
-                         "if you trust the file, pass --trust-pickle (loading a pickle can run code)") from None
+                         "if you trust the file, pass {trust_pickle} (loading a pickle can run code)",
+                         trust_pickle=True) from None
     except (OSError, RuntimeError, EOFError, ValueError) as e:
         raise ModelError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]})",
                          "download it again") from None
@@ -169,7 +170,8 @@ def ema_to_unet(ema: StateDict, names: list[str]) -> StateDict:
     """LitEma stores ``diffusion_model`` + the parameter name with its dots removed; put them back."""
     lookup = {"diffusion_model" + n.replace(".", ""): n for n in names}
     if len(lookup) != len(names):
-        raise ModelError("UNet EMA: parameter names collide once dots are removed", "convert with --no-ema")
+        raise ModelError("UNet EMA: parameter names collide once dots are removed", "convert with {use_ema}",
+                         use_ema=False)
     out, extra = {}, []
     for k, v in ema.items():
         if k in lookup:
@@ -177,7 +179,7 @@ def ema_to_unet(ema: StateDict, names: list[str]) -> StateDict:
         elif k not in ("decay", "num_updates"):
             extra.append(k)
     if extra:
-        raise _unaccounted("UNet EMA", extra, "convert with --no-ema to use the raw weights")
+        raise _unaccounted("UNet EMA", extra, "convert with {use_ema} to use the raw weights", use_ema=False)
     return out
 
 
@@ -438,7 +440,8 @@ def clap_processor(tokenizer: str | Path, *, mels: int = 64, sample_rate: int = 
             tok = RobertaTokenizer.from_pretrained(repo, revision=rev or (TOKENIZER[1] if repo == TOKENIZER[0] else None))
     except OSError as e:
         raise ModelError(f"CLAP tokenizer '{tokenizer}': cannot load it ({str(e).splitlines()[0][:120]})",
-                         "go online once, or pass --tokenizer with a local roberta-base folder") from None
+                         "go online once, or pass {tokenizer} with a local roberta-base folder",
+                         tokenizer=NAME_ONLY) from None
     fe = ClapFeatureExtractor(feature_size=mels, sampling_rate=sample_rate, hop_length=480, fft_window_size=1024,
                               max_length_s=int(max_seconds), frequency_min=50, frequency_max=14000,
                               truncation="rand_trunc", padding="repeatpad")
@@ -563,7 +566,7 @@ def convert(src: str | Path, out: str | Path, *, name: str | None = None, vae: P
             report.drop("unet", "EMA bookkeeping (decay, num_updates)", len(parts["ema"]) - len(unet_state))
             report.drop("unet", "raw (non-EMA) weights: the EMA copy is used, as the authors sample", len(parts["unet"]))
         elif parts["ema"]:
-            report.drop("unet", "EMA weights (--no-ema)", len(parts["ema"]))
+            report.drop("unet", "EMA weights (use_ema off)", len(parts["ema"]))
         unet = MultiTrackUNet(cfg)
         _load_strict(unet, unet_state, "UNet")
         report.mapped["unet"] = len(unet_state)

@@ -43,7 +43,7 @@ def byte_level_vocab(folder: Path) -> tuple[Path, Path]:
     return folder / "vocab.json", folder / "merges.txt"
 
 
-def _tiny_clap(folder: Path, audio: PipelineConfig) -> None:
+def tiny_clap(folder: Path, audio: PipelineConfig) -> None:
     from transformers import (ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor,
                               ClapTextConfig, RobertaTokenizer)
 
@@ -115,7 +115,7 @@ def build(folder: Path, *, name: str, conditioning: str) -> Path:
     vocoder.save_pretrained(folder / "vocoder")
     training_scheduler().save_pretrained(folder / "scheduler")
     if conditioning == "clap":
-        _tiny_clap(folder / "clap", cfg)
+        tiny_clap(folder / "clap", cfg)
     return folder
 
 

@@ -172,7 +172,7 @@ def test_synthesize_writes_whole_tracks_and_resumes(tmp_path):
         synthesize(out, tracks=2, seconds=3.0, seed=7, split="validation")
     again = synthesize(out, tracks=3, seconds=3.0, seed=7, split="validation", resume=True)
     assert len(again.kept) == 2 and len(again.written) == 1
-    with pytest.raises(Exception, match="was made with --seconds 3.0"):
+    with pytest.raises(Exception, match="was made with 3.0 s at 16000 Hz"):
         synthesize(out, tracks=2, seconds=4.0, seed=7, split="validation", resume=True)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 

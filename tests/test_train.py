@@ -184,11 +184,11 @@ def test_resume_refuses_another_config_and_no_resume_needs_force(cli, config, tr
 def full(data, tmp_path_factory) -> Path:
     """Every stage on a tiny config: CLAP-conditioned UNet, HiFi-GAN vocoder, validation at each save."""
     from mtldm_cli.config import PipelineConfig
-    from mtldm_cli.tiny import CLAP_DIM, _tiny_clap
+    from mtldm_cli.tiny import CLAP_DIM, tiny_clap
 
     root = tmp_path_factory.mktemp("full")
     synthesize(root / "val", tracks=1, seconds=3.0, seed=0, split="validation")
-    _tiny_clap(root / "clap", PipelineConfig(name="clap", clap_max_seconds=2.0))
+    tiny_clap(root / "clap", PipelineConfig(name="clap", clap_max_seconds=2.0))
     cfg = {**TINY, "data": {"train": str(data), "validation": str(root / "val")},
            "unet": {**TINY["unet"], "steps": 4, "clap": str(root / "clap"),
                     "unet": {**TINY["unet"]["unet"], "cond_dim": CLAP_DIM}},
@@ -237,30 +237,30 @@ def test_auto_vocoder_keeps_griffin_lim_unless_the_hifigan_beats_it(full, tmp_pa
     """The choice follows the measurement: replay it on a copy of the run with each winner."""
     import shutil
 
-    from mtldm_cli.train import TrainConfig, Trainer
+    from mtldm_cli.train import TrainConfig, Trainer, stage_runners
 
     run = tmp_path / "run"
     shutil.copytree(full, run)
     saved = json.loads((run / "training" / "config.json").read_text())
     saved["vocoder"]["kind"] = "auto"
-    trainer = Trainer(TrainConfig.model_validate(saved), run)
+    vocoder = stage_runners(Trainer(TrainConfig.model_validate(saved), run))["vocoder"]
     for hifigan, gl, want in ((9.0, 1.0, "griffin-lim"), (1.0, 9.0, "hifigan")):
         with open(run / "training" / "validation.csv", "a") as f:
             f.write(f"vocoder,99,mrstft_hifigan,{hifigan}\nvocoder,99,mrstft_griffin_lim,{gl}\n")
-        trainer._choose_vocoder()
+        vocoder.choose()
         assert json.loads((run / "pipeline.json").read_text())["vocoder"] == want
         assert (run / "vocoder").is_dir() == (want == "hifigan")
 
 
 def test_null_embedding_replaces_the_given_fraction(full):
-    from mtldm_cli.train import _Clap
+    from mtldm_cli.train import MixClap
 
     mix = torch.randn(64, 16000) * 0.1
     for fraction, expect in ((0.0, 0), (1.0, 64)):
-        clap = _Clap(full / "clap", 16000, fraction, "cpu")
+        clap = MixClap(full / "clap", 16000, fraction, "cpu")
         emb = clap.embed(mix[:2].repeat(32, 1), torch.Generator().manual_seed(0))
         assert int(torch.isclose(emb, clap.null).all(-1).sum()) == expect
-    clap = _Clap(full / "clap", 16000, 0.1, "cpu")
+    clap = MixClap(full / "clap", 16000, 0.1, "cpu")
     nulls = sum(int(torch.isclose(clap.embed(mix[:1].repeat(64, 1), torch.Generator().manual_seed(s)), clap.null)
                     .all(-1).sum()) for s in range(10))
     assert 30 <= nulls <= 100  # 10% of 640

@@ -26,7 +26,7 @@ EXIT_INTERRUPTED = 130
 
 # Library parameters whose option is not simply --name-with-dashes: errors name the parameter, and
 # the boundary below spells it as the user typed it.
-FLAGS = {"folder": "--out", "s_churn": "--churn", "reference": "--ref", "stages": "--stage"}
+FLAGS = {"folder": "--out", "s_churn": "--churn", "reference": "--ref", "stages": "--stage", "use_ema": "--ema"}
 
 
 class Device(str, Enum):

@@ -77,7 +77,7 @@ def parse_stem_map(items: Sequence[str]) -> dict[str, list[str]]:
     for item in items:
         stem, sep, names = item.partition("=")
         if not sep or not stem.strip() or not names.strip():
-            raise DataError(f"--stem-map {item}: expected STEM=NAME[,NAME...]", "e.g. --stem-map guitar=gtr,gtr_*")
+            raise DataError("{stem_map}: expected STEM=NAME[,NAME...]", "e.g. guitar=gtr,gtr_*", stem_map=item)
         out.setdefault(stem.strip().lower(), []).extend(n.strip() for n in names.split(",") if n.strip())
     return out
 

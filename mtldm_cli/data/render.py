@@ -20,7 +20,7 @@ import soundfile as sf
 
 from .. import __version__
 from ..audio import is_silent, prepare_dir, resample_np, staged_dir
-from ..errors import DataError, InputError, OutputError
+from ..errors import NAME_ONLY, DataError, InputError, OutputError
 from .compose import STEMS, Part, Song, compose
 
 RENDER_RATE = 44100
@@ -39,7 +39,7 @@ def soundfont_path(path: Optional[os.PathLike] = None) -> Path:
         path = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: SoundFont not found", "give an .sf2 file with --soundfont")
+        raise DataError(f"{path}: SoundFont not found", "give an .sf2 file as {soundfont}", soundfont=NAME_ONLY)
     return path
 
 
@@ -110,10 +110,10 @@ def track_name(song_seed: int) -> str:
 def song_seeds(split: str, seed: int, tracks: int) -> range:
     """The song seeds of a split: ``seed`` is an offset inside it; splits never share a seed."""
     if split not in SPLITS:
-        raise InputError(f"--split {split}: unknown split", f"use one of: {', '.join(SPLITS)}")
+        raise InputError("{split}: unknown split", f"use one of: {', '.join(SPLITS)}", split=split)
     if seed < 0 or tracks < 0 or seed + tracks > SPLIT_SIZE:
-        raise InputError(f"--seed {seed} with --tracks {tracks}: past the {SPLIT_SIZE:,} songs of a split",
-                         "use a smaller --seed or fewer --tracks")
+        raise InputError(f"{{seed}} with {{tracks}}: past the {SPLIT_SIZE:,} songs of a split",
+                         "use a smaller seed or fewer tracks", seed=seed, tracks=tracks)
     return range(SPLITS[split] + seed, SPLITS[split] + seed + tracks)
 
 
@@ -134,7 +134,8 @@ def write_track(folder: Path, song: Song, audio: dict[str, np.ndarray], gain: fl
 
 
 def _exists(folder: Path) -> OutputError:
-    return OutputError(f"{folder}: already exists", "pass --force to overwrite, or --resume to keep it")
+    return OutputError(f"{folder}: already exists", "pass {force} to overwrite, or {resume} to keep it",
+                       force=True, resume=True)
 
 
 def _active_fraction(x: np.ndarray, sample_rate: int, window: float = 0.5) -> float:
@@ -178,9 +179,9 @@ def synthesize(out: os.PathLike, *, tracks: int, seconds: float, seed: int = 0, 
     ``{"i": index of the track just done, "total": tracks to make}``, like the samplers' callback.
     """
     if seconds <= 0 or tracks < 1:
-        raise InputError("--tracks and --seconds must be positive")
+        raise InputError("{tracks} and {seconds}: must be positive", tracks=tracks, seconds=seconds)
     if sample_rate < 8000 or sample_rate > RENDER_RATE:
-        raise InputError(f"--sample-rate {sample_rate}: outside 8000..{RENDER_RATE} Hz")
+        raise InputError(f"{{sample_rate}}: outside 8000..{RENDER_RATE} Hz", sample_rate=sample_rate)
     out = prepare_dir(Path(out))
     soundfont = soundfont_path(soundfont)
     _synth(soundfont)  # fail now on a missing synthesizer or a bad SoundFont, not in a worker
@@ -226,8 +227,8 @@ def _check_resumable(folder: Path, seconds: float, sample_rate: int) -> None:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
         raise OutputError(f"{folder}: exists but is not a synthesized track (no readable meta.json)",
-                          "remove it or pass --force") from None
+                          "remove it or pass {force}", force=True) from None
     if meta.get("seconds") != seconds or meta.get("sample_rate") != sample_rate:
-        raise OutputError(f"{folder}: was made with --seconds {meta.get('seconds')} --sample-rate "
-                          f"{meta.get('sample_rate')}, not {seconds} / {sample_rate}",
-                          "use the same settings, another --out, or --force")
+        raise OutputError(f"{folder}: was made with {meta.get('seconds')} s at {meta.get('sample_rate')} Hz, "
+                          f"not {seconds} s at {sample_rate} Hz", "use the same settings, another {out}, or {force}",
+                          out=NAME_ONLY, force=True)

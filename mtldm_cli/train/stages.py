@@ -1,0 +1,291 @@
+"""The three stages, one object each: the VAE, the multi-track UNet, the vocoder; and what they write
+into the model folder (components, pipeline.json)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..audio import atomic_write_text
+from ..config import PipelineConfig
+from ..errors import InputError
+from .config import STAGES, TrainConfig
+from .logs import read_validation, save_component
+from .loop import StepBatches, Trainer, posterior_sample, saved_step, step_generator, stem_mels
+from .validation import Validation, mrstft
+
+
+def build_vae(cfg: TrainConfig):
+    from diffusers import AutoencoderKL
+
+    v = cfg.vae
+    return AutoencoderKL(
+        in_channels=1, out_channels=1, latent_channels=v.latent_channels, block_out_channels=v.block_out_channels,
+        layers_per_block=v.layers_per_block, down_block_types=("DownEncoderBlock2D",) * len(v.block_out_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(v.block_out_channels), norm_num_groups=v.norm_groups,
+        sample_size=cfg.audio.segment_frames)
+
+
+class VAEObjective(torch.nn.Module):
+    """The VAE and its loss in one forward, so DistributedDataParallel sees (and syncs) all of it."""
+
+    def __init__(self, vae, kl_weight: float):
+        super().__init__()
+        self.vae, self.kl_weight = vae, kl_weight
+
+    def forward(self, mel: torch.Tensor, g: torch.Generator):
+        post = self.vae.encode(mel).latent_dist
+        rec = self.vae.decode(posterior_sample(post, g)).sample
+        l1 = (rec - mel).abs().mean()
+        kl = post.kl().mean() / mel[0].numel()
+        return l1 + self.kl_weight * kl, l1, kl
+
+
+
+class Stage:
+    """One stage of a run; its fields are the trainer's, its measurements go through ``validation``."""
+
+    def __init__(self, trainer: Trainer, validation: Validation):
+        self.trainer, self.validation = trainer, validation
+        self.cfg, self.out, self.acc = trainer.cfg, trainer.out, trainer.acc
+        self.front, self.frames, self.data, self.val = trainer.front, trainer.frames, trainer.data, trainer.val
+
+
+class VAEStage(Stage):
+    """AudioLDM's VAE objective (L1 + KL) on per-stem log-mels."""
+
+    def run(self, *, resume: bool = True) -> None:
+        cfg = self.cfg
+        vae = VAEObjective(build_vae(cfg), cfg.vae.kl_weight)
+        front, frames = self.front, self.frames
+
+        def loss_fn(model, stems, g):
+            loss, l1, kl = model(stem_mels(front, stems, frames), g)
+            return loss, {"l1": l1, "kl": kl}
+
+        def export(step):
+            m = self.acc.unwrap_model(vae).vae
+            save_component(lambda p: m.save_pretrained(p), self.out / "vae")
+            self.validation.vae(m, step)
+
+        self.trainer.loop("vae", vae, cfg.vae, loss_fn, on_save=export, resume=resume)
+
+
+class UNetStage(Stage):
+    """Epsilon prediction on the frozen VAE's latents (scale_by_std first), with EMA; CLAP-conditioned
+    on each window's mix when unet.clap is set."""
+
+    def run(self, *, resume: bool = True) -> None:
+        from diffusers.training_utils import EMAModel
+
+        from ..model import MultiTrackUNet
+        from ..samplers import q_sample, training_scheduler
+
+        cfg = self.cfg
+        vae = self._frozen_vae()
+        if cfg.unet.unet.stems != len(cfg.audio.stems) or cfg.unet.unet.latent_channels != vae.config.latent_channels:
+            raise InputError("unet.unet.stems / latent_channels do not match audio.stems / the VAE's latent channels")
+        clap = self._clap()
+        if not (resume and saved_step(self.out / "training" / "unet")):
+            self._scale_by_std(vae)
+        scale = vae.config.scaling_factor
+        torch.manual_seed(cfg.seed)
+        unet = MultiTrackUNet(cfg.unet.unet)
+        ema = EMAModel(unet.parameters(), decay=cfg.unet.ema_decay)
+        ema.to(self.acc.device)
+        alphas = training_scheduler().alphas_cumprod
+        front, frames = self.front, self.frames
+
+        def loss_fn(model, stems, g):
+            b, s = stems.shape[:2]
+            with torch.no_grad():
+                z = posterior_sample(vae.encode(stem_mels(front, stems, frames)).latent_dist, g)
+                x0 = (z * scale).reshape(b, s, *z.shape[1:])
+                cond = None if clap is None else clap.embed(stems.sum(1), g)
+            t = torch.randint(0, len(alphas), (b,), generator=g).to(stems.device)
+            noise = torch.randn(x0.shape, generator=g).to(stems.device)
+            a = alphas.to(stems.device)[t].view(b, 1, 1, 1, 1)
+            eps = model(q_sample(x0, a, noise), t, cond)
+            return F.mse_loss(eps.float(), noise), {}
+
+        def export(step):
+            m = self.acc.unwrap_model(unet)
+            with ema_weights(ema, m):
+                save_component(lambda p: m.save_pretrained(p), self.out / "unet")
+                write_pipeline(self.cfg, self.out)
+                self.validation.unet(m, vae, clap, step)
+
+        self.trainer.loop("unet", unet, cfg.unet, loss_fn, ema=ema, on_save=export, resume=resume)
+
+    def _frozen_vae(self):
+        from diffusers import AutoencoderKL
+
+        if not (self.out / "vae" / "config.json").is_file():
+            raise InputError(f"{self.out}: has no trained VAE", "train the vae stage first ({stages})",
+                             stages="vae")
+        return AutoencoderKL.from_pretrained(self.out / "vae").to(self.acc.device).eval().requires_grad_(False)
+
+    def _clap(self) -> Optional["MixClap"]:
+        u = self.cfg.unet
+        if u.clap is None:
+            return None
+        clap = MixClap(u.clap, self.cfg.audio.sample_rate, u.null_fraction, self.acc.device)
+        if u.unet.cond_dim != clap.dim:
+            raise InputError(f"unet.unet.cond_dim ({u.unet.cond_dim}) is not the CLAP embedding size ({clap.dim})",
+                             f"set cond_dim: {clap.dim}")
+        return clap
+
+    @torch.no_grad()
+
+    def _scale_by_std(self, vae) -> None:
+        """LDM's scale_by_std: 1 / std of the first batch's latents, stored as the VAE's scaling factor."""
+        batch = next(iter(StepBatches(len(self.data), self.cfg.unet.batch_size, self.cfg.seed, 1, 0, 1)))
+        stems = torch.stack([self.data[i]["stems"] for i in batch]).to(self.acc.device)
+        post = vae.encode(stem_mels(self.front, stems, self.frames)).latent_dist
+        z = posterior_sample(post, step_generator(self.cfg.seed, STAGES.index("unet"), 0, 0))  # the same on every process
+        vae.register_to_config(scaling_factor=float(1.0 / z.flatten().std()))
+        if self.acc.is_main_process:
+            save_component(lambda p: vae.save_pretrained(p), self.out / "vae")
+        self.acc.wait_for_everyone()
+
+
+class VocoderStage(Stage):
+    """A HiFi-GAN on the true log-mels; kept (vocoder/) as the config and validation say."""
+
+    def run(self, *, resume: bool = True) -> None:
+        cfg, v = self.cfg, self.cfg.vocoder
+        if v.kind == "griffin-lim":
+            return
+        if v.kind == "auto" and self.val is None:
+            raise InputError("vocoder.kind auto compares with Griffin-Lim on data.validation, which is not set",
+                             "set data.validation, or vocoder.kind: hifigan")
+        torch.manual_seed(cfg.seed)
+        voc = build_vocoder(cfg)
+        front, hop, n = self.front, cfg.audio.hop_length, v.window_frames
+
+        def loss_fn(model, stems, g):
+            clips = stems.reshape(-1, stems.shape[-1])
+            start = torch.randint(0, clips.shape[-1] - n * hop + 1, (len(clips),), generator=g)
+            clips = torch.stack([c[o:o + n * hop] for c, o in zip(clips, start.tolist())])
+            active = clips.abs().mean(-1) >= 1e-3
+            clips = clips[active] if active.any() else clips
+            mel = front(clips, n)
+            wav = model(mel)
+            mel_l1 = (front(wav, n) - mel).abs().mean()
+            return mrstft(wav, clips) + v.mel_weight * mel_l1, {"l1": mel_l1}
+
+        def export(step):
+            m = self.acc.unwrap_model(voc)
+            save_component(lambda p: m.save_pretrained(p), self.out / "training" / "vocoder-hifigan")
+            self.validation.vocoder(m, step)
+
+        self.trainer.loop("vocoder", voc, v, loss_fn, on_save=export, resume=resume)
+        if self.acc.is_main_process:
+            self.choose()
+        self.acc.wait_for_everyone()
+
+    def choose(self) -> None:
+        """Keep the trained HiFi-GAN (kind hifigan, or auto when it beats Griffin-Lim) as vocoder/."""
+        kind = self.cfg.vocoder.kind
+        scores = read_validation(self.out / "training" / "validation.csv", "vocoder")
+        chosen = "hifigan"
+        if kind == "auto":
+            chosen = "hifigan" if scores.get("mrstft_hifigan", math.inf) < scores.get("mrstft_griffin_lim", 0) else "griffin-lim"
+        if chosen == "hifigan":
+            save_component(lambda p: shutil.copytree(self.out / "training" / "vocoder-hifigan", p, dirs_exist_ok=True),
+                            self.out / "vocoder")
+        else:
+            shutil.rmtree(self.out / "vocoder", ignore_errors=True)
+        atomic_write_text(self.out / "training" / "vocoder.json", json.dumps({"kind": kind, "chosen": chosen, **scores}, indent=2))
+        if (self.out / "unet" / "config.json").is_file():
+            write_pipeline(self.cfg, self.out)
+
+
+def write_pipeline(cfg: TrainConfig, out: Path) -> None:
+    """pipeline.json and the scheduler: the output folder loads as a model from the first UNet save."""
+    vocoder = "griffin-lim"
+    chosen = out / "training" / "vocoder.json"
+    if chosen.is_file() and (out / "vocoder").is_dir():
+        vocoder = json.loads(chosen.read_text())["chosen"]
+    clap = {}
+    if cfg.unet.clap is not None:
+        if not (out / "clap").is_dir():
+            save_component(lambda p: shutil.copytree(cfg.unet.clap, p, dirs_exist_ok=True), out / "clap")
+        c = MixClap.rates(cfg.unet.clap)
+        clap = dict(conditioning="clap", clap_sample_rate=c[0], clap_max_seconds=c[1])
+    pipe = PipelineConfig(name=cfg.name, description=cfg.description, audio=cfg.audio,
+                          **({"conditioning": "none"} | clap), vocoder=vocoder, sampling=cfg.sampling)
+    atomic_write_text(out / "pipeline.json", pipe.model_dump_json(indent=2))
+    from ..samplers import training_scheduler
+
+    save_component(lambda p: training_scheduler().save_pretrained(p), out / "scheduler")
+
+
+class MixClap:
+    """A frozen CLAP for conditioning: the mix's audio embedding, the null one for a fraction."""
+
+    def __init__(self, folder: Path, sample_rate: int, null_fraction: float, device):
+        from transformers import ClapModel, ClapProcessor
+
+        try:
+            self.model = ClapModel.from_pretrained(folder).to(device).eval().requires_grad_(False)
+            self.processor = ClapProcessor.from_pretrained(folder)
+        except (OSError, ValueError) as e:
+            raise InputError(f"unet.clap {folder}: not a CLAP folder ({str(e).splitlines()[0]})",
+                             "give a folder with a transformers ClapModel and ClapProcessor (a model's clap/)") from None
+        self.sample_rate, self.null_fraction = sample_rate, null_fraction
+        self.clap_rate, self.max_seconds = self.rates(folder, self.processor)
+        from ..conditioning import clap_text_embedding
+
+        self.null = clap_text_embedding(self.model, self.processor, [""])
+        self.dim = self.null.shape[-1]
+
+    @staticmethod
+    def rates(folder: Path, processor=None) -> tuple[int, float]:
+        """(sampling rate, longest clip in seconds) of a CLAP's feature extractor."""
+        if processor is None:
+            from transformers import ClapProcessor
+
+            processor = ClapProcessor.from_pretrained(folder)
+        fe = processor.feature_extractor
+        return int(fe.sampling_rate), fe.nb_max_samples / fe.sampling_rate
+
+    def embed(self, mix: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        from ..conditioning import clap_audio_embedding
+
+        emb = clap_audio_embedding(self.model, self.processor, mix, self.sample_rate, self.clap_rate, self.max_seconds)
+        drop = (torch.rand(len(mix), generator=g) < self.null_fraction).to(emb.device)
+        return torch.where(drop[:, None], self.null.to(emb.device), emb)
+
+
+
+def build_vocoder(cfg: TrainConfig):
+    from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+    v = cfg.vocoder
+    return SpeechT5HifiGan(SpeechT5HifiGanConfig(
+        model_in_dim=cfg.audio.n_mels, sampling_rate=cfg.audio.sample_rate,
+        upsample_initial_channel=v.upsample_initial_channel, upsample_rates=list(v.upsample_rates),
+        upsample_kernel_sizes=[2 * r for r in v.upsample_rates], resblock_kernel_sizes=list(v.resblock_kernel_sizes),
+        resblock_dilation_sizes=[list(d) for d in v.resblock_dilation_sizes], normalize_before=False))
+
+
+class ema_weights:
+    """Swap the EMA weights into a model for the duration of a ``with`` block."""
+
+    def __init__(self, ema, model):
+        self.ema, self.model = ema, model
+
+    def __enter__(self):
+        self.ema.store(self.model.parameters())
+        self.ema.copy_to(self.model.parameters())
+
+    def __exit__(self, *exc):
+        self.ema.restore(self.model.parameters())
+
