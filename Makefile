@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/lint-imports
 
 # Every test, slow ones included. pytest exits 5 when it collected no test: that must fail, not pass.
-test: install
+test: lint
 	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no tests" >&2; exit 1; fi; exit $$rc
 

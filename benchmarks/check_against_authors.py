@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtldm_cli.model import MultiTrackUNet, UNetConfig  # noqa: E402
+from mtldm_cli.model import MultiTrackUNet, UNetConfig
 
 
 def authors_unet_class(repo: Path):

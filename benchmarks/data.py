@@ -28,10 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine_report  # noqa: E402
-from mtldm_cli.data.compose import STEMS, compose  # noqa: E402
-from mtldm_cli.data.datasets import StemDataset  # noqa: E402
-from mtldm_cli.data.render import render_song, soundfont_path, synthesize  # noqa: E402
+from benchmarks.common import machine_report
+from mtldm_cli.data.compose import STEMS, compose
+from mtldm_cli.data.datasets import StemDataset
+from mtldm_cli.data.render import render_song, soundfont_path, synthesize
 
 
 def render_speed(root: Path, tracks: int, seconds: float, rate: int, jobs: int) -> dict:

@@ -39,11 +39,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine_report  # noqa: E402
-from mtldm_cli import MultiTrackPipeline  # noqa: E402
-from mtldm_cli.audio import griffin_lim_vocoder, is_silent  # noqa: E402
-from mtldm_cli.data.datasets import StemDataset  # noqa: E402
-from mtldm_cli.metrics import chroma_agreement, frechet_distance, mrstft_distance, onset_agreement  # noqa: E402
+from benchmarks.common import machine_report
+from mtldm_cli import MultiTrackPipeline
+from mtldm_cli.audio import griffin_lim_vocoder, is_silent
+from mtldm_cli.data.datasets import StemDataset
+from mtldm_cli.metrics import chroma_agreement, frechet_distance, mrstft_distance, onset_agreement
 
 ROOT = Path(__file__).resolve().parents[1]
 

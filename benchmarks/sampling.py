@@ -30,9 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine_report  # noqa: E402
-from mtldm_cli.config import AudioConfig, PipelineConfig  # noqa: E402
-from mtldm_cli.model import MultiTrackUNet, UNetConfig  # noqa: E402
+from benchmarks.common import machine_report
+from mtldm_cli.config import AudioConfig, PipelineConfig
+from mtldm_cli.model import MultiTrackUNet, UNetConfig
 
 
 def peak_rss_mb() -> float:
@@ -42,13 +42,12 @@ def peak_rss_mb() -> float:
 def build_full_random(folder: Path) -> Path:
     """The published architecture with random weights: VAE, UNet, HiFi-GAN; a small CLAP (512-d)."""
     from diffusers import AutoencoderKL
-    from transformers import (ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig, RobertaTokenizer,
-                              SpeechT5HifiGan, SpeechT5HifiGanConfig)
+    from transformers import ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig, RobertaTokenizer, SpeechT5HifiGan, SpeechT5HifiGanConfig
 
     from mtldm_cli import tiny
+    from mtldm_cli.components import quiet_libraries
     from mtldm_cli.convert import clap_processor
     from mtldm_cli.samplers import training_scheduler
-    from mtldm_cli.components import quiet_libraries
 
     quiet_libraries()
     torch.manual_seed(0)

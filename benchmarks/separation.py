@@ -36,11 +36,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine_report  # noqa: E402
-from benchmarks.quality import ROOT, windows  # noqa: E402
-from mtldm_cli import MultiTrackPipeline  # noqa: E402
-from mtldm_cli.metrics import evaluate_separation  # noqa: E402
-from mtldm_cli.separation import wiener_filter  # noqa: E402
+from benchmarks.common import machine_report
+from benchmarks.quality import ROOT, windows
+from mtldm_cli import MultiTrackPipeline
+from mtldm_cli.metrics import evaluate_separation
+from mtldm_cli.separation import wiener_filter
 
 
 def pooled(scores: list[dict], stems) -> dict:

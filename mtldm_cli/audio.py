@@ -73,9 +73,9 @@ def check_finite(wav: np.ndarray, name: str) -> np.ndarray:
     return wav
 
 
-def is_silent(wav: "np.ndarray | torch.Tensor", threshold: float = 1.5e-5) -> bool:
+def is_silent(wav: np.ndarray | torch.Tensor, threshold: float = 1.5e-5) -> bool:
     """MSDM's activity test: mean absolute amplitude below ``threshold``."""
-    return float(abs(wav).mean()) < threshold
+    return float(np.abs(wav).mean() if isinstance(wav, np.ndarray) else wav.abs().mean()) < threshold
 
 
 def to_mono_tensor(audio: AudioLike, sample_rate: int | None, target_rate: int, name: str):
@@ -122,7 +122,7 @@ class MelFrontEnd:
             power=1.0, center=False, norm="slaney", mel_scale="slaney",
         )
 
-    def to(self, device) -> "MelFrontEnd":
+    def to(self, device) -> MelFrontEnd:
         self._mel.to(device)
         return self
 
@@ -183,10 +183,10 @@ def save_audio_files(
             data = np.asarray(wav, dtype=np.float32)
             if sf_subtype != "FLOAT":
                 data = np.clip(data, -1.0, 1.0)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.wav", dir=path.parent)
+            fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.wav", dir=path.parent)
             os.close(fd)
-            temps[path] = Path(tmp)
-            sf.write(tmp, data, sample_rate, subtype=sf_subtype, format="WAV")
+            temps[path] = Path(name)
+            sf.write(name, data, sample_rate, subtype=sf_subtype, format="WAV")
         for path, tmp in temps.items():
             os.replace(tmp, path)
         temps.clear()

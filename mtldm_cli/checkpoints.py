@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .config import PIPELINE_FILE
 from .errors import NAME_ONLY, ModelError
+
 HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRUE = {"1", "true", "yes", "on"}
 
@@ -69,8 +70,8 @@ class Source(BaseModel):
         if self.package:
             return f"shipped in the package ({self.package})"
         if self.hf:
-            return f"hf:{self.hf}@{self.revision[:12]}" + (f"/{self.subfolder}" if self.subfolder else "")
-        return self.url
+            return f"hf:{self.hf}@{(self.revision or '')[:12]}" + (f"/{self.subfolder}" if self.subfolder else "")
+        return self.url or ""
 
 
 class AudioSummary(BaseModel):
@@ -187,16 +188,18 @@ def resolve_model(
     if spec in registry:
         entry = registry[spec]
         src = entry.source
-        if src.kind == "builtin":
+        if src.builtin:
             path = _builtin(src.builtin, makers, cache_dir, progress)
-        elif src.kind == "package":
+        elif src.package and isinstance(src.sha256, dict):
             path = _packaged(src.package, src.sha256)
-        elif src.kind == "hf":
+        elif src.hf:
             path = _from_hub(src.hf, revision or src.revision, src.subfolder, offline, cache_dir, src.sha256, progress)
         elif entry.format == "mt-musicldm":
             path = _from_official(entry, makers, offline, cache_dir, progress)
-        else:
+        elif src.url and isinstance(src.sha256, str):
             path = _from_url(src.url, src.sha256, offline, cache_dir, progress)
+        else:  # the entry validators make this unreachable
+            raise ModelError(f"model '{spec}': registry entry has no usable source", "fix the registry file")
         path = check_model_dir(path, spec)
         _check_audio(entry, path)
         return ResolvedModel(path, name=spec, source=src.describe(), revision=revision or src.revision)
@@ -372,6 +375,8 @@ def _from_official(entry: Entry, makers: Makers, offline: bool, cache_dir, progr
         return target
     root = Path(cache_dir or cache_root())
     src = entry.source
+    if not src.url or isinstance(src.sha256, dict):
+        raise ModelError(f"model '{entry.name}': an official release needs a url and at most one sha256")
     archive = _download(src.url, src.sha256, offline, root, progress)
     extra = src.components or {}
 
@@ -424,16 +429,18 @@ def is_cached(entry: Entry, cache_dir=None, makers: Makers = Makers()) -> bool:
     """Whether ``entry`` would resolve without network."""
     try:
         src = entry.source
-        if src.kind == "builtin":
-            builtin = makers.builtins.get(src.builtin or "")
+        if src.builtin:
+            builtin = makers.builtins.get(src.builtin)
             return builtin is not None and (_builtin_folder(src.builtin, builtin, cache_dir) / PIPELINE_FILE).is_file()
-        if src.kind == "package":
+        if src.package:
             return (packaged_root() / src.package / PIPELINE_FILE).is_file()
         if entry.format == "mt-musicldm":
             return (official_cache_dir(entry, cache_dir) / PIPELINE_FILE).is_file()
-        if src.kind == "url":
+        if src.url and isinstance(src.sha256, str):
             return (Path(cache_dir or cache_root()) / "models" / src.sha256[:16] / PIPELINE_FILE).is_file()
-        _from_hub(src.hf, src.revision, src.subfolder, True, cache_dir, None, None)
-        return True
+        if src.hf:
+            _from_hub(src.hf, src.revision, src.subfolder, True, cache_dir, None, None)
+            return True
+        return False
     except ModelError:
         return False

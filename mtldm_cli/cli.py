@@ -6,7 +6,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import __version__
 from .commands.arrange import arrange
 from .commands.condition import condition
 from .commands.convert import convert
@@ -16,6 +15,7 @@ from .commands.generate import generate
 from .commands.models import models
 from .commands.separate import separate
 from .commands.train import train
+from .version import __version__
 
 app = typer.Typer(
     name="mtldm",

@@ -23,7 +23,7 @@ class LatentCodec:
         self.mel = MelFrontEnd(audio)
         self.frame_multiple, self.overlap_seconds = frame_multiple, overlap_seconds
 
-    def to(self, device: torch.device) -> "LatentCodec":
+    def to(self, device: torch.device) -> LatentCodec:
         self.vae.to(device)
         self.vocoder.to(device)
         self.mel.to(device)

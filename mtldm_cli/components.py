@@ -16,13 +16,12 @@ from .errors import ModelError
 
 def quiet_libraries() -> None:
     """Silence diffusers' and transformers' info logs and progress bars (ours are on stderr)."""
-    import diffusers
-    import transformers
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
+    for logging in (transformers_logging, diffusers_logging):
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
 
 
 @dataclass

@@ -48,7 +48,7 @@ class Conditioner:
     def available(self) -> bool:
         return self.clap is not None
 
-    def to(self, device: torch.device) -> "Conditioner":
+    def to(self, device: torch.device) -> Conditioner:
         if self.clap is not None:
             self.clap.to(device)
             self._null = None

@@ -19,9 +19,9 @@ import shutil
 import tarfile
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -69,7 +69,7 @@ def _unaccounted(component: str, keys, hint: str, kind: str = "unexpected", **pa
     return ModelError(f"{component}: {len(keys)} {kind} checkpoint keys ({shown})", hint, **params)
 
 
-def _load_strict(module: torch.nn.Module, state: StateDict, component: str) -> None:
+def load_strict(module: torch.nn.Module, state: StateDict, component: str) -> None:
     """load_state_dict(strict=True), with an error that names the keys instead of a traceback."""
     ours = module.state_dict()
     missing, extra = set(ours) - set(state), set(state) - set(ours)
@@ -254,8 +254,9 @@ def vae_from_state(sd: StateDict, scaling_factor: float):
         norm_num_groups=32, sample_size=AudioConfig().segment_frames, scaling_factor=scaling_factor,
         mid_block_add_attention=has_attn,
     )
-    _load_strict(vae, vae_to_diffusers(sd, levels), "VAE")
-    return vae.eval()
+    module: torch.nn.Module = vae  # type: ignore[assignment]  # diffusers' lazy exports hide that it is one
+    load_strict(module, vae_to_diffusers(sd, levels), "VAE")
+    return module.eval()
 
 
 # -- HiFi-GAN: original names (maybe weight-normed) <-> transformers SpeechT5HifiGan -----------
@@ -304,7 +305,7 @@ def vocoder_from_state(sd: StateDict, sample_rate: int):
     state = _rename(sd, hifigan_key_to_ours, "vocoder", "not a HiFi-GAN generator state dict")
     # SpeechT5HifiGan's input normalisation buffers, unused with normalize_before=False
     state |= {"mean": torch.zeros(cfg.model_in_dim), "scale": torch.ones(cfg.model_in_dim)}
-    _load_strict(vocoder, state, "vocoder")
+    load_strict(vocoder, state, "vocoder")
     return vocoder.eval()
 
 
@@ -355,7 +356,8 @@ def clap_key_to_hf(key: str) -> list[str] | None:
 
 
 def clap_to_hf(sd: StateDict, report: Report | None = None) -> StateDict:
-    out, extra = {}, []
+    out: StateDict = {}
+    extra: list[str] = []
     for k, v in sd.items():
         reason = next((r for p, r in CLAP_DROPPED if re.fullmatch(p, k)), None)
         if reason:
@@ -423,7 +425,7 @@ def clap_from_state(sd: StateDict, report: Report):
             state[k] = ours[k]  # derived buffers
     if "audio_model.audio_encoder.batch_norm.num_batches_tracked" not in state:
         state["audio_model.audio_encoder.batch_norm.num_batches_tracked"] = torch.tensor(0)
-    _load_strict(model, state, "CLAP")
+    load_strict(model, state, "CLAP")
     return model
 
 
@@ -437,7 +439,7 @@ def clap_processor(tokenizer: str | Path, *, mels: int = 64, sample_rate: int = 
             tok = RobertaTokenizer.from_pretrained(local)
         else:
             repo, _, rev = str(tokenizer).partition("@")
-            tok = RobertaTokenizer.from_pretrained(repo, revision=rev or (TOKENIZER[1] if repo == TOKENIZER[0] else None))
+            tok = RobertaTokenizer.from_pretrained(repo, revision=rev or (TOKENIZER[1] if repo == TOKENIZER[0] else "main"))
     except OSError as e:
         raise ModelError(f"CLAP tokenizer '{tokenizer}': cannot load it ({str(e).splitlines()[0][:120]})",
                          "go online once, or pass {tokenizer} with a local roberta-base folder",
@@ -518,7 +520,7 @@ def convert(src: str | Path, out: str | Path, *, name: str | None = None, vae: P
         report.sources["unet"] = ckpt.name
         folder = src if src.is_dir() else src.parent
 
-        vocoder_from_vae = [None]  # the VAE file's name, when its vocoder copy is the one used
+        vocoder_from_vae: list[str | None] = [None]  # the VAE file's name, when its vocoder copy is the one used
 
         def component(part: str, explicit: Path | None) -> StateDict:
             if parts[part] and explicit is None:
@@ -529,7 +531,8 @@ def convert(src: str | Path, out: str | Path, *, name: str | None = None, vae: P
                 path = fetch(part)
             if not path.is_file():
                 raise InputError(f"{ckpt.name} has no {part} weights and {path} does not exist",
-                                 f"put {COMPONENT_FILES[part]} (Zenodo record 10643148) beside it, or pass --{part}")
+                                 f"put {COMPONENT_FILES[part]} (Zenodo record 10643148) beside it, or pass {{{part}}}",
+                                 **{part: NAME_ONLY})
             say(f"reading {path.name}")
             sd = _state_dict(read_checkpoint(path, trust_pickle=trust_pickle), path)
             if part == "clap":
@@ -568,7 +571,7 @@ def convert(src: str | Path, out: str | Path, *, name: str | None = None, vae: P
         elif parts["ema"]:
             report.drop("unet", "EMA weights (use_ema off)", len(parts["ema"]))
         unet = MultiTrackUNet(cfg)
-        _load_strict(unet, unet_state, "UNet")
+        load_strict(unet, unet_state, "UNet")
         report.mapped["unet"] = len(unet_state)
 
         conditional = cfg.cond_dim is not None
@@ -601,7 +604,7 @@ def convert(src: str | Path, out: str | Path, *, name: str | None = None, vae: P
         unet.save_pretrained(stage / "unet")
         vocoder_model.save_pretrained(stage / "vocoder")
         scheduler.save_pretrained(stage / "scheduler")
-        if clap_model is not None:
+        if clap_model is not None and processor is not None:
             clap_model.save_pretrained(stage / "clap")
             processor.save_pretrained(stage / "clap")
         record = {"source": provenance or {"path": str(src)}} | report.as_dict()

@@ -4,7 +4,7 @@ and coherence and distribution measures for generated stems."""
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -90,7 +90,7 @@ def mrstft_distance(est, ref, resolutions=MRSTFT_RESOLUTIONS, eps: float = 1e-7)
     for n_fft, hop in resolutions:
         window = torch.hann_window(n_fft, device=est.device)
 
-        def mag(x):
+        def mag(x, n_fft=n_fft, hop=hop, window=window):
             spec = torch.stft(x.reshape(-1, x.shape[-1]).float(), n_fft, hop, window=window, return_complex=True)
             return spec.abs().clamp_min(eps)
 

@@ -46,6 +46,13 @@ class UNetConfig(BaseModel):
         return 2 ** (len(self.channel_mult) - 1)
 
 
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero a layer's weights and bias: the block starts as the identity (LDM's zero_module)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
@@ -67,10 +74,8 @@ class ResBlock(nn.Module):
         self.in_layers = nn.Sequential(GroupNorm32(groups, cin), nn.SiLU(), nn.Conv3d(cin, cout, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, cout))
         self.out_layers = nn.Sequential(
-            GroupNorm32(groups, cout), nn.SiLU(), nn.Dropout(dropout), nn.Conv3d(cout, cout, 3, padding=1)
+            GroupNorm32(groups, cout), nn.SiLU(), nn.Dropout(dropout), _zero(nn.Conv3d(cout, cout, 3, padding=1))
         )
-        nn.init.zeros_(self.out_layers[-1].weight)
-        nn.init.zeros_(self.out_layers[-1].bias)
         self.skip_connection = nn.Identity() if cin == cout else nn.Conv3d(cin, cout, 1)
 
     def forward(self, x, emb):
@@ -93,9 +98,7 @@ class Attention(nn.Module):
         self.heads = ch // head_channels
         self.norm = GroupNorm32(groups, ch)
         self.qkv = nn.Conv1d(ch, 3 * ch, 1)
-        self.proj_out = nn.Conv1d(ch, ch, 1)
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        self.proj_out = _zero(nn.Conv1d(ch, ch, 1))
 
     def forward(self, x):
         b, c, *spatial = x.shape
@@ -177,14 +180,12 @@ class MultiTrackUNet(nn.Module):
                     stage.append(Up(ch))
                     ds //= 2
                 self.output_blocks.append(stage)
-        self.out = nn.Sequential(GroupNorm32(g, ch), nn.SiLU(), nn.Conv3d(ch, cfg.stems, 3, padding=1))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        self.out = nn.Sequential(GroupNorm32(g, ch), nn.SiLU(), _zero(nn.Conv3d(ch, cfg.stems, 3, padding=1)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        dtype = self.time_embed[0].weight.dtype
+        dtype = next(self.time_embed.parameters()).dtype
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(dtype))
         if self.film_emb is not None:
             if cond is None:
@@ -209,7 +210,7 @@ class MultiTrackUNet(nn.Module):
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "MultiTrackUNet":
+    def from_pretrained(cls, folder: str | Path) -> MultiTrackUNet:
         from safetensors.torch import load_file
 
         folder = Path(folder)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import PRESETS, SamplingDefaults, Method, Preset, Sampler
+from .config import PRESETS, Method, Preset, Sampler, SamplingDefaults
 from .errors import InputError
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
@@ -59,7 +59,7 @@ class SamplingOptions(_Options):
     @classmethod
     def resolve(cls, defaults: SamplingDefaults, *, task: str = "generate", preset: str | None = None,
                 sampler: str | None = None, steps: int | None = None, eta: float | None = None,
-                guidance: float | None = None, seed: int | None = None) -> "SamplingOptions":
+                guidance: float | None = None, seed: int | None = None) -> SamplingOptions:
         """``defaults`` (a model's), then ``preset``, then every value given explicitly.
 
         ``task`` "arrange" takes the model's arrangement guidance as its default guidance.
@@ -96,7 +96,7 @@ class SeparationOptions(_Options):
     seed: int = Field(ge=0, le=MAX_SEED)
 
     @classmethod
-    def resolve(cls, defaults: SamplingDefaults, **overrides: Any) -> "SeparationOptions":
+    def resolve(cls, defaults: SamplingDefaults, **overrides: Any) -> SeparationOptions:
         """The model's ``separate_steps`` and the class defaults, then every value not None."""
         given = {k: v for k, v in overrides.items() if v is not None}
         values = {"steps": defaults.separate_steps} | given

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import (AudioLike, atomic_write_text, audio_name, check_writable, is_silent, save_audio_files,
-                    to_mono_tensor)
+from .audio import AudioLike, atomic_write_text, audio_name, check_writable, is_silent, save_audio_files, to_mono_tensor
 from .checkpoints import ResolvedModel
 from .codec import LatentCodec
 from .components import Components, load_components

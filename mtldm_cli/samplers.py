@@ -6,7 +6,8 @@ the timesteps to visit (from a diffusers scheduler); ``callback(info)`` reports 
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 

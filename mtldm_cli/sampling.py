@@ -7,6 +7,7 @@ arrangement imputes a given stem, so the music continues across the border.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -17,7 +18,7 @@ from .windows import Window
 Known = tuple[torch.Tensor, torch.Tensor]  # (x0, mask): latents to impute, 1 where they are known
 
 
-def dpm_solver(scheduler_config) -> object:
+def dpm_solver(scheduler_config) -> Any:
     """DPM-Solver++ 2M with trailing timesteps, on the model's training schedule (the fast default)."""
     from diffusers import DPMSolverMultistepScheduler
 

@@ -9,7 +9,7 @@ The mixture constraint in latent space is ``m = mean of the stem latents``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -77,7 +77,7 @@ def consistency_differential(x, sigma, score_fn: ScoreFn, mixture, *, decode_mel
     return d + guidance * grad, x
 
 
-DIFFERENTIALS = {"dirac": dirac_differential, "gaussian": gaussian_differential,
+DIFFERENTIALS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {"dirac": dirac_differential, "gaussian": gaussian_differential,
                  "consistency": consistency_differential}
 
 

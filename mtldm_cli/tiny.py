@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .components import quiet_libraries
-from .config import AudioConfig, PipelineConfig, SamplingDefaults
+from .config import AudioConfig, Conditioning, PipelineConfig, SamplingDefaults
 
 BUILD_VERSION = 2  # 2: UNet module names follow the official state dict
 SEED = 0
@@ -44,8 +44,7 @@ def byte_level_vocab(folder: Path) -> tuple[Path, Path]:
 
 
 def tiny_clap(folder: Path, audio: PipelineConfig) -> None:
-    from transformers import (ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor,
-                              ClapTextConfig, RobertaTokenizer)
+    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, ClapTextConfig, RobertaTokenizer
 
     audio_cfg = ClapAudioConfig(
         num_mel_bins=16, window_size=4, spec_size=64, patch_size=2, patch_stride=2, hidden_size=16,
@@ -73,7 +72,7 @@ def tiny_clap(folder: Path, audio: PipelineConfig) -> None:
     (folder / "_vocab").rmdir()
 
 
-def build(folder: Path, *, name: str, conditioning: str) -> Path:
+def build(folder: Path, *, name: str, conditioning: Conditioning) -> Path:
     """Write a tiny model to ``folder`` (same seed, same bytes, every time)."""
     from diffusers import AutoencoderKL
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
@@ -94,7 +93,7 @@ def build(folder: Path, *, name: str, conditioning: str) -> Path:
         in_channels=1, out_channels=1, latent_channels=8, block_out_channels=(8, 16, 16), layers_per_block=1,
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
         norm_num_groups=4, sample_size=audio.segment_frames, mid_block_add_attention=False,
-    ).eval()
+    ).eval()  # type: ignore[attr-defined]  # diffusers' lazy exports hide that its models are nn.Modules
     unet = MultiTrackUNet(UNetConfig(
         stems=len(audio.stems), latent_channels=8, model_channels=16, channel_mult=(1, 2, 2),
         num_res_blocks=1, attention_resolutions=(4,), num_head_channels=16,
@@ -126,7 +125,7 @@ def _scale_by_std(vae, audio: AudioConfig) -> float:
 
     g = torch.Generator().manual_seed(SEED)
     t = torch.arange(audio.sample_rate * 2) / audio.sample_rate
-    wav = sum(0.1 * torch.sin(2 * torch.pi * f * t) for f in (110.0, 220.0, 330.0, 440.0))
+    wav = torch.stack([0.1 * torch.sin(2 * torch.pi * f * t) for f in (110.0, 220.0, 330.0, 440.0)]).sum(0)
     wav = wav + 0.01 * torch.randn(wav.shape, generator=g)
     mel = MelFrontEnd(audio)(wav, 192)[None, None]
     return float(1.0 / vae.encode(mel).latent_dist.mode().std())

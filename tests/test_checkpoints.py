@@ -6,8 +6,8 @@ import pytest
 
 from mtldm_cli import MultiTrackPipeline
 from mtldm_cli.checkpoints import load_registry
-from mtldm_cli.sources import is_cached, resolve_model
 from mtldm_cli.errors import ModelError
+from mtldm_cli.sources import is_cached, resolve_model
 from mtldm_cli.tiny import BUILDERS
 
 from .conftest import AUDIO, archive_model, register_entry, register_registry

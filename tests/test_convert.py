@@ -106,7 +106,7 @@ def test_unknown_and_missing_keys_are_named():
     unet = O.unet_state()
     unet.pop("middle_block.1.qkv.bias")
     with pytest.raises(ModelError, match="UNet: 1 missing checkpoint keys .middle_block.1.qkv.bias"):
-        C._load_strict(MultiTrackUNet(C.unet_config_from_state(unet, latent_channels=8)), unet, "UNet")
+        C.load_strict(MultiTrackUNet(C.unet_config_from_state(unet, latent_channels=8)), unet, "UNet")
 
 
 def test_ema_weights_are_used_unless_told_otherwise(tmp_path):

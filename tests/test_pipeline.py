@@ -152,9 +152,9 @@ def test_output_save_layout(pipe, tmp_path):
 def test_bad_duration_and_device(pipe):
     with pytest.raises(InputError, match="duration=-1: must be a positive"):
         pipe.generate(duration=-1)
-    from mtldm_cli.pipeline import resolve_device
-
     import torch
+
+    from mtldm_cli.pipeline import resolve_device
 
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="device='cuda': CUDA is not available"):

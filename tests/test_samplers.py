@@ -2,8 +2,7 @@ import torch
 
 from mtldm_cli.samplers import cfg_model_fn, q_sample, sample_ddim
 from mtldm_cli.samplers import training_scheduler as scheduler
-from mtldm_cli.separation import (dirac_differential, gaussian_differential, karras_sigmas, sample_separation,
-                                  separation_differential)
+from mtldm_cli.separation import dirac_differential, gaussian_differential, karras_sigmas, sample_separation, separation_differential
 
 
 def _schedule(steps):
@@ -155,7 +154,7 @@ def test_consistency_step_descends_the_mel_mixture_loss():
     def loss(z):
         return (0.5 * torch.logsumexp(2 * decode_mel(z), dim=1) - target).pow(2).sum()
 
-    zero_score = lambda z, sigma: torch.zeros_like(z)  # noqa: E731
+    zero_score = lambda z, sigma: torch.zeros_like(z)
     d_plain, _ = consistency_differential(x, 0.5, zero_score, x.mean(1, keepdim=True), decode_mel=decode_mel,
                                           mixture_mel=target, guidance=0.0)
     d, _ = consistency_differential(x, 0.5, zero_score, x.mean(1, keepdim=True), decode_mel=decode_mel,

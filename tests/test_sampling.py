@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from mtldm_cli import sampling
 from mtldm_cli.config import PRESETS, SamplingDefaults
@@ -27,8 +28,8 @@ def test_presets_and_overrides():
         resolve(d, preset="slow")
     with pytest.raises(InputError, match="sampler='euler'"):
         resolve(d, sampler="euler")
-    with pytest.raises(Exception):
-        o.steps = 3  # frozen: resolved once
+    with pytest.raises(ValidationError, match="frozen"):
+        o.steps = 3  # resolved once
 
 
 def test_separation_options():

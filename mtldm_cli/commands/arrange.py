@@ -10,10 +10,34 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import StemError
-from ._common import (Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
-                      OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
-                      guarded, load_pipeline, note, precheck_outputs, progress_callback, read_inputs,
-                      sampling_kwargs, split_names)
+from .common import (
+    Device,
+    DeviceOpt,
+    EtaOpt,
+    FloatOpt,
+    ForceOpt,
+    GuidanceOpt,
+    JsonOpt,
+    ModelOpt,
+    OfflineOpt,
+    OutOpt,
+    PresetOpt,
+    PromptOpt,
+    QuietOpt,
+    RevisionOpt,
+    SamplerOpt,
+    SeedOpt,
+    StepsOpt,
+    finish,
+    guarded,
+    load_pipeline,
+    note,
+    precheck_outputs,
+    progress_callback,
+    read_inputs,
+    sampling_kwargs,
+    split_names,
+)
 
 
 def _split(item: str) -> tuple[str | None, str]:
@@ -50,6 +74,7 @@ def arrange(
 
     Given stems are copied to --out sample-exact (at the model's rate); the new stems are conditioned on the given stems' mix, or on --prompt.
     """
+    from ..audio import audio_name
     from ..stems import check_arrangement, name_given
 
     started = time.perf_counter()
@@ -64,11 +89,12 @@ def arrange(
         read_inputs([word])  # says: no such file
     entries: list[Any] = [(stem, audio[p]) if stem else audio[p] for stem, p in items]
     named = name_given(entries, pipe.stems)
-    note("given: " + ", ".join(f"{s} = {a.name}" for s, a in named.items()), quiet or json_out)
+    given_files = {s: audio_name(a, s) for s, a in named.items()}
+    note("given: " + ", ".join(f"{s} = {f}" for s, f in given_files.items()), quiet or json_out)
     given_names, want_names = check_arrangement(named, split_names(want), pipe.stems)
     options = pipe.sampling_options("arrange", **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
     precheck_outputs(out, [*given_names, *want_names], force)
     with progress_callback("arranging", quiet or json_out) as cb:
         result = pipe.arrange(named, want_names, prompt=prompt, callback=cb, options=options)
-    finish(result, out, command="arrange", argv_info={"given_files": {s: a.name for s, a in named.items()}},
+    finish(result, out, command="arrange", argv_info={"given_files": given_files},
            force=force, float_wav=float_wav, json_out=json_out, quiet=quiet, started=started)

@@ -8,9 +8,32 @@ from typing import Annotated
 
 import typer
 
-from ._common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
-                      OfflineOpt, OutOpt, PresetOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
-                      guarded, load_pipeline, precheck_outputs, progress_callback, read_inputs, sampling_kwargs)
+from .common import (
+    Device,
+    DeviceOpt,
+    DurationOpt,
+    EtaOpt,
+    FloatOpt,
+    ForceOpt,
+    GuidanceOpt,
+    JsonOpt,
+    ModelOpt,
+    OfflineOpt,
+    OutOpt,
+    PresetOpt,
+    QuietOpt,
+    RevisionOpt,
+    SamplerOpt,
+    SeedOpt,
+    StepsOpt,
+    finish,
+    guarded,
+    load_pipeline,
+    precheck_outputs,
+    progress_callback,
+    read_inputs,
+    sampling_kwargs,
+)
 
 
 @guarded

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, note
+from .common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, note
 
 FileOpt = Optional[Path]
 

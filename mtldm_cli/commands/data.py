@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, progress_callback
+from .common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, progress_callback
 
 app = typer.Typer(name="data", help="Multi-track datasets: synthesize a Slakh-like one, check any.",
                   no_args_is_help=True)

@@ -12,7 +12,7 @@ import typer
 from ..audio import read_audio, resample_np
 from ..errors import InputError
 from ..metrics import evaluate_separation
-from ._common import JsonOpt, err_console, guarded
+from .common import JsonOpt, err_console, guarded
 
 
 def _stem_files(folder: Path, option: str) -> dict[str, Path]:

@@ -8,10 +8,33 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
-                      OfflineOpt, OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt,
-                      StepsOpt, finish, guarded, load_pipeline, precheck_outputs, progress_callback,
-                      sampling_kwargs, split_names)
+from .common import (
+    Device,
+    DeviceOpt,
+    DurationOpt,
+    EtaOpt,
+    FloatOpt,
+    ForceOpt,
+    GuidanceOpt,
+    JsonOpt,
+    ModelOpt,
+    OfflineOpt,
+    OutOpt,
+    PresetOpt,
+    PromptOpt,
+    QuietOpt,
+    RevisionOpt,
+    SamplerOpt,
+    SeedOpt,
+    StepsOpt,
+    finish,
+    guarded,
+    load_pipeline,
+    precheck_outputs,
+    progress_callback,
+    sampling_kwargs,
+    split_names,
+)
 
 
 @guarded

@@ -8,7 +8,7 @@ import typer
 
 from ..checkpoints import load_registry
 from ..sources import is_cached
-from ._common import JsonOpt, guarded
+from .common import JsonOpt, guarded
 
 
 @guarded

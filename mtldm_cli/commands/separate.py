@@ -11,9 +11,26 @@ import typer
 
 from ..config import METHODS
 from ..options import SeparationOptions
-from ._common import (Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
-                      RevisionOpt, SeedOpt, StepsOpt, finish, guarded, load_pipeline, precheck_outputs,
-                      progress_callback, read_inputs)
+from .common import (
+    Device,
+    DeviceOpt,
+    FloatOpt,
+    ForceOpt,
+    JsonOpt,
+    ModelOpt,
+    OfflineOpt,
+    OutOpt,
+    QuietOpt,
+    RevisionOpt,
+    SeedOpt,
+    StepsOpt,
+    finish,
+    guarded,
+    load_pipeline,
+    precheck_outputs,
+    progress_callback,
+    read_inputs,
+)
 
 Method = Enum("Method", {m: m for m in METHODS}, type=str)  # type: ignore[misc]
 _D = SeparationOptions.default

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, progress_callback
+from .common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, progress_callback
 
 
 @guarded
@@ -27,7 +27,8 @@ def train(
 
     Runs on a CPU, a GPU, or many through `accelerate launch -m mtldm_cli train ...`. A killed run resumes from its last save with the same result as an uninterrupted one. Losses go to OUT/training/log.csv and loss.svg; validation (with data.validation) to validation.csv and samples/.
     """
-    from ..train import STAGES, train as run
+    from ..train import STAGES
+    from ..train import train as run
 
     started = time.perf_counter()
     with progress_callback("training", quiet) as progress:
@@ -38,5 +39,5 @@ def train(
     if json_out:
         typer.echo(json.dumps(summary))
     elif not quiet:
-        err_console.print(f"trained {', '.join(summary['stages'])} into {folder} in {summary['total_s']:.1f} s; "
+        err_console.print(f"trained {', '.join(stage or STAGES)} into {folder} in {summary['total_s']:.1f} s; "
                           f"losses in {folder / 'training' / 'log.csv'}", soft_wrap=True)

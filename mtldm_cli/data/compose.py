@@ -247,7 +247,9 @@ class _Composer:
         if self.chance(0.5):
             progs["intro"] = progs["outro"] = progs["verse"]
         chord_bars = 2 if self.tempo >= 140 and self.chance(0.5) else 1
-        sections, chords, bar = [], [], 0
+        sections: list = []
+        chords: list = []
+        bar = 0
         while bar * self.bar < self.seconds:
             name = names[len(sections) % len(names)]
             bars = 2 * chord_bars if name in ("intro", "outro") and self.chance(0.5) else 4 * chord_bars
@@ -378,7 +380,7 @@ class _Composer:
             root = self._in_range(ch.root, low, low + 11)
             fifth = root + 7
             beats = self._beats(ch)
-            at = lambda b: ch.start + self._swing(b)  # noqa: E731
+            at = lambda b, ch=ch: ch.start + self._swing(b)
             kind = part.playing
             if kind == "whole":
                 self._add(part, root, at(0), ch.end - 0.05, 95)
@@ -438,7 +440,7 @@ class _Composer:
         pattern = self.pick(((0, 2, 3, 5, 6), (0, 3, 4, 6), (0, 1, 2, 3, 4, 5, 6, 7), (0, 2, 4, 6)))
         for ch in self.chords:
             beats = self._beats(ch)
-            at = lambda b: ch.start + self._swing(b)  # noqa: E731
+            at = lambda b, ch=ch: ch.start + self._swing(b)
             kind = part.playing
             if kind == "power":
                 root = self._in_range(ch.root, 40, 52)
@@ -488,7 +490,7 @@ class _Composer:
         melody_pitch = 72
         for ch in self.chords:
             beats = self._beats(ch)
-            at = lambda b: ch.start + self._swing(b)  # noqa: E731
+            at = lambda b, ch=ch: ch.start + self._swing(b)
             prev = voicing = self._voicing(ch.pitches, 53, 79, 4 if len(ch.pitches) > 3 else 3, prev)
             left = self._in_range(ch.root, 36, 47)
             melody = self._section_at(ch.start).name in melody_sections

@@ -20,9 +20,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping, Optional, Sequence
+from typing import Literal, Optional
 
 import numpy as np
 import soundfile as sf
@@ -30,7 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..audio import resample
-from ..config import AudioConfig, DEFAULT_STEMS
+from ..config import DEFAULT_STEMS, AudioConfig
 from ..errors import DataError
 
 log = logging.getLogger("mtldm.data")
@@ -254,7 +255,7 @@ class StemDataset(Dataset):
         if isinstance(index, tuple):
             index, epoch = index
             self.set_epoch(epoch)
-        for attempt in range(len(self.tracks)):
+        for _attempt in range(len(self.tracks)):
             k, start = self.locate(index)
             if k not in self._bad:
                 track = self.tracks[k]

@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import soundfile as sf
 
-from .. import __version__
 from ..audio import is_silent, prepare_dir, resample_np, staged_dir
 from ..errors import NAME_ONLY, DataError, InputError, OutputError
+from ..version import __version__
 from .compose import STEMS, Part, Song, compose
 
 RENDER_RATE = 44100
@@ -32,7 +33,7 @@ SPLITS = {"train": 0, "validation": SPLIT_SIZE, "test": 2 * SPLIT_SIZE}  # first
 def soundfont_path(path: Optional[os.PathLike] = None) -> Path:
     """The SoundFont to render with: ``path``, else ``$MTLDM_SOUNDFONT``, else pretty_midi's TimGM6mb.sf2."""
     if path is None and os.environ.get("MTLDM_SOUNDFONT"):
-        path = os.environ["MTLDM_SOUNDFONT"]
+        path = Path(os.environ["MTLDM_SOUNDFONT"])
     if path is None:
         import pretty_midi
 

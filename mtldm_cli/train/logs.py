@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..audio import atomic_write_text, staged_dir
 from .config import STAGES
 
 
-def save_component(save: Callable[[Path], None], folder: Path) -> None:
+def save_component(save: Callable[[Path], object], folder: Path) -> None:
     with staged_dir(folder) as tmp:
         save(tmp)
 

@@ -20,7 +20,6 @@ from ..audio import atomic_write_text
 from .config import STAGES, Optim, TrainConfig
 from .logs import LossLog, plot_losses
 
-
 # ----- the step-indexed data order ---------------------------------------------------------------
 
 class StepBatches:

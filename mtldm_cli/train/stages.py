@@ -17,7 +17,7 @@ from ..config import PipelineConfig
 from ..errors import InputError
 from .config import STAGES, TrainConfig
 from .logs import read_validation, save_component
-from .loop import StepBatches, Trainer, posterior_sample, saved_step, step_generator, stem_mels
+from .loop import StepBatches, Trainer, posterior_sample, saved_step, stem_mels, step_generator
 from .validation import Validation, mrstft
 
 
@@ -131,7 +131,7 @@ class UNetStage(Stage):
                              stages="vae")
         return AutoencoderKL.from_pretrained(self.out / "vae").to(self.acc.device).eval().requires_grad_(False)
 
-    def _clap(self) -> Optional["MixClap"]:
+    def _clap(self) -> Optional[MixClap]:
         u = self.cfg.unet
         if u.clap is None:
             return None
@@ -213,14 +213,15 @@ def write_pipeline(cfg: TrainConfig, out: Path) -> None:
     chosen = out / "training" / "vocoder.json"
     if chosen.is_file() and (out / "vocoder").is_dir():
         vocoder = json.loads(chosen.read_text())["chosen"]
-    clap = {}
+    clap: dict = {"conditioning": "none"}
     if cfg.unet.clap is not None:
+        clap_folder = cfg.unet.clap
         if not (out / "clap").is_dir():
-            save_component(lambda p: shutil.copytree(cfg.unet.clap, p, dirs_exist_ok=True), out / "clap")
-        c = MixClap.rates(cfg.unet.clap)
+            save_component(lambda p: shutil.copytree(clap_folder, p, dirs_exist_ok=True), out / "clap")
+        c = MixClap.rates(clap_folder)
         clap = dict(conditioning="clap", clap_sample_rate=c[0], clap_max_seconds=c[1])
-    pipe = PipelineConfig(name=cfg.name, description=cfg.description, audio=cfg.audio,
-                          **({"conditioning": "none"} | clap), vocoder=vocoder, sampling=cfg.sampling)
+    pipe = PipelineConfig.model_validate(dict(name=cfg.name, description=cfg.description, audio=cfg.audio,
+                                              vocoder=vocoder, sampling=cfg.sampling, **clap))
     atomic_write_text(out / "pipeline.json", pipe.model_dump_json(indent=2))
     from ..samplers import training_scheduler
 

@@ -14,7 +14,7 @@ from ..audio import is_silent, staged_dir
 from ..config import PipelineConfig
 from .config import STAGES
 from .logs import write_validation
-from .loop import Trainer, step_generator, stem_mels
+from .loop import Trainer, stem_mels, step_generator
 
 
 class Validation:

@@ -7,10 +7,11 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -147,7 +148,7 @@ def precheck_outputs(out: Path, names: list[str], force: bool) -> None:
     check_writable(output_paths(out, names).values(), force=force)
 
 
-def read_inputs(paths: list[str | Path]) -> dict[str, "Audio"]:
+def read_inputs(paths: list[str | Path]) -> dict[str, Audio]:
     """Read every input file once, before the model loads: a bad file fails in a second, not after it."""
     from ..audio import load_audio
 
