@@ -32,7 +32,7 @@ from .separation import eps_score, karras_sigmas, sample_separation, separation_
 from .sources import resolve_model
 from .stems import check_arrangement, name_given, select
 from .version import __version__
-from .windows import crossfade
+from .windows import OverlapAdd
 
 Callback = Callable[[dict], None] | None
 
@@ -246,19 +246,16 @@ class MultiTrackPipeline:
             raise InputError(f"{audio_name(mixture, 'mixture')}: is silent", "give a mixture with audible content")
         g = torch.Generator().manual_seed(opts.seed)
         chunks = self.codec.sample_windows(mix.shape[-1])
-        wav = torch.zeros(len(self.stems), mix.shape[-1])
-        weight = torch.zeros(mix.shape[-1])
+        joined = OverlapAdd(len(self.stems), mix.shape[-1])
         t0, decode_s = time.perf_counter(), 0.0
         # 2. chunk by chunk (the track stays on the CPU): encode, sample the stems, decode, overlap-add
         for chunk in chunks:
             piece = mix[chunk.start:chunk.stop]
             z = self._separate_chunk(piece, opts, g, per_window(callback, chunk, len(chunks), opts.steps, "chunk"))
             t1 = time.perf_counter()
-            w = crossfade(chunk)
-            wav[:, chunk.start:chunk.stop] += self.codec.decode(z, len(piece))[0] * w
-            weight[chunk.start:chunk.stop] += w
+            joined.add(chunk, self.codec.decode(z, len(piece))[0])
             decode_s += time.perf_counter() - t1
-        wav = wav / weight
+        wav = joined.result()
         # 3. the Wiener post-filter
         if opts.wiener:
             wav = wiener_filter(wav, mix)

@@ -73,5 +73,23 @@ def crossfade(window: Window) -> torch.Tensor:
     return w
 
 
+class OverlapAdd:
+    """Joins per-window signals ``[C, width]`` into ``[C, length]``, one window at a time (so a long
+    track never has all its windows in memory): crossfaded, then divided by the summed weights,
+    which matters where the end-aligned last window reaches back over two others."""
+
+    def __init__(self, channels: int, length: int):
+        self.total = torch.zeros(channels, length)
+        self.weight = torch.zeros(length)
+
+    def add(self, window: Window, piece: torch.Tensor) -> None:
+        w = crossfade(window)
+        self.total[:, window.start:window.stop] += piece * w
+        self.weight[window.start:window.stop] += w
+
+    def result(self) -> torch.Tensor:
+        return self.total / self.weight
+
+
 def _ramp(n: int) -> torch.Tensor:
     return torch.linspace(0, 1, n + 2)[1:-1]

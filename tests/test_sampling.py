@@ -9,7 +9,7 @@ from mtldm_cli import sampling
 from mtldm_cli.config import PRESETS, SamplingDefaults
 from mtldm_cli.errors import InputError
 from mtldm_cli.options import SamplingOptions, SeparationOptions
-from mtldm_cli.windows import Window, crossfade, plan, stitch
+from mtldm_cli.windows import OverlapAdd, Window, crossfade, plan, stitch
 
 from .conftest import SR, synth_stems
 
@@ -83,6 +83,10 @@ def test_crossfades_of_neighbours_sum_to_one():
     for w in ws:
         total[w.start:w.stop] += crossfade(w)
     assert ws[2].stop > ws[4].start and (total > 0.5).all()
+    joined = OverlapAdd(2, 1000)
+    for w in ws:
+        joined.add(w, torch.full((2, w.width), 0.25))
+    assert torch.allclose(joined.result(), torch.full((2, 1000), 0.25))  # a constant stays the constant
 
 
 def test_codec_windows_follow_the_model(pipe):
