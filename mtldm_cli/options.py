@@ -69,10 +69,10 @@ class SamplingOptions(_Options):
             if preset not in PRESETS:
                 raise InputError(f"{{preset}}: unknown preset; use one of: {', '.join(PRESETS)}", preset=preset)
             base |= PRESETS[preset]
-        default_guidance = base["arrange_guidance"] if task == "arrange" else base["guidance"]
+        values = {k: base[k] for k in ("sampler", "steps", "eta")}
+        values["guidance"] = base["arrange_guidance"] if task == "arrange" else base["guidance"]
         given = dict(sampler=sampler, steps=steps, eta=eta, guidance=guidance)
-        values = {k: base[k] if k != "guidance" else default_guidance for k in given} | {
-            k: v for k, v in given.items() if v is not None}
+        values |= {k: v for k, v in given.items() if v is not None}
         return cls._build(values | {"seed": _seed(seed), "preset": preset})
 
 

@@ -21,7 +21,7 @@ import torch
 from .audio import AudioLike, atomic_write_text, audio_name, check_writable, is_silent, save_audio_files, to_mono_tensor
 from .checkpoints import ResolvedModel
 from .codec import LatentCodec
-from .components import Components, load_components
+from .components import load_components
 from .conditioning import Conditioner
 from .config import PipelineConfig
 from .errors import NAME_ONLY, InputError, ModelError
@@ -121,12 +121,7 @@ class MultiTrackPipeline:
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, *, source: ResolvedModel | None = None) -> MultiTrackPipeline:
-        return cls.from_components(load_components(folder), source=source)
-
-    @classmethod
-    def from_components(cls, parts: Components, *, source: ResolvedModel | None = None) -> MultiTrackPipeline:
-        return cls(config=parts.config, vae=parts.vae, unet=parts.unet, vocoder=parts.vocoder,
-                   scheduler=parts.scheduler, clap=parts.clap, clap_processor=parts.clap_processor, source=source)
+        return cls(**vars(load_components(folder)), source=source)
 
     def to(self, device: str | torch.device = "auto") -> MultiTrackPipeline:
         self.device = resolve_device(device)
@@ -245,13 +240,14 @@ class MultiTrackPipeline:
         if is_silent(mix):
             raise InputError(f"{audio_name(mixture, 'mixture')}: is silent", "give a mixture with audible content")
         g = torch.Generator().manual_seed(opts.seed)
+        sigmas = karras_sigmas(opts.steps, opts.sigma_min, opts.sigma_max)
         chunks = self.codec.sample_windows(mix.shape[-1])
         joined = OverlapAdd(len(self.stems), mix.shape[-1])
         t0, decode_s = time.perf_counter(), 0.0
         # 2. chunk by chunk (the track stays on the CPU): encode, sample the stems, decode, overlap-add
         for chunk in chunks:
             piece = mix[chunk.start:chunk.stop]
-            z = self._separate_chunk(piece, opts, g, per_window(callback, chunk, len(chunks), opts.steps, "chunk"))
+            z = self._separate_chunk(piece, opts, sigmas, g, per_window(callback, chunk, len(chunks), opts.steps, "chunk"))
             t1 = time.perf_counter()
             joined.add(chunk, self.codec.decode(z, len(piece))[0])
             decode_s += time.perf_counter() - t1
@@ -300,19 +296,18 @@ class MultiTrackPipeline:
         timings = dict(sample_s=round(t1 - t0, 3), decode_s=round(time.perf_counter() - t1, 3))
         return wav[0], dict(windows=len(windows), timings=timings)
 
-    def _separate_chunk(self, piece: torch.Tensor, opts: SeparationOptions, g: torch.Generator,
-                        callback: Callback) -> torch.Tensor:
+    def _separate_chunk(self, piece: torch.Tensor, opts: SeparationOptions, sigmas: torch.Tensor,
+                        g: torch.Generator, callback: Callback) -> torch.Tensor:
         """The stems' latents of one segment-long chunk of the mixture."""
         m = self.codec.encode(piece[None, None])
         kwargs: dict[str, Any] = {"source": opts.source} if opts.method == "dirac" else {"gamma_coeff": opts.gamma}
         if opts.method == "consistency":
-            mel = self.codec.mel(piece.to(self.device), m.shape[-2] * self.codec.vae_factor)[None]
+            mel = self.codec.mel(piece.to(self.device), self.codec.mel_frames(len(piece)))[None]
             kwargs |= dict(decode_mel=self.codec.decode_mel, guidance=opts.consistency, mixture_mel=mel)
         cond = self.conditioner.audio(piece[None]) if self.conditional else None
         score = eps_score(cfg_model_fn(self.unet, cond, None, 1.0), opts.sigma_max,
                           self.scheduler.config.num_train_timesteps)
         noise = torch.randn((1, len(self.stems), *m.shape[2:]), generator=g).to(self.device)
-        sigmas = karras_sigmas(opts.steps, opts.sigma_min, opts.sigma_max)
         with torch.no_grad():
             return sample_separation(separation_differential(opts.method, score, m, **kwargs), noise, sigmas,
                                      s_churn=opts.s_churn, num_resamples=opts.resamples, generator=g, callback=callback)

@@ -10,34 +10,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import StemError
-from .common import (
-    Device,
-    DeviceOpt,
-    EtaOpt,
-    FloatOpt,
-    ForceOpt,
-    GuidanceOpt,
-    JsonOpt,
-    ModelOpt,
-    OfflineOpt,
-    OutOpt,
-    PresetOpt,
-    PromptOpt,
-    QuietOpt,
-    RevisionOpt,
-    SamplerOpt,
-    SeedOpt,
-    StepsOpt,
-    finish,
-    guarded,
-    load_pipeline,
-    note,
-    precheck_outputs,
-    progress_callback,
-    read_inputs,
-    sampling_kwargs,
-    split_names,
-)
+from .common import (Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
+                     OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
+                     guarded, load_pipeline, note, precheck_outputs, progress_callback, sampling_options,
+                     split_names)
 
 
 def _split(item: str) -> tuple[str | None, str]:
@@ -74,25 +50,25 @@ def arrange(
 
     Given stems are copied to --out sample-exact (at the model's rate); the new stems are conditioned on the given stems' mix, or on --prompt.
     """
-    from ..audio import audio_name
+    from ..audio import audio_name, load_audio
     from ..stems import check_arrangement, name_given
 
     started = time.perf_counter()
     items = [_split(item) for item in [*(given or []), *(files or [])]]
     # a bare word after --given (--want piano guitar) may be a stem name, not a file: judged below
     bare = [p for stem, p in items if stem is None and re.fullmatch(r"[A-Za-z]+", p) and not Path(p).exists()]
-    audio = read_inputs([p for _, p in items if p not in bare])
+    audio = {p: load_audio(p) for _, p in items if p not in bare}  # read once, before the model loads
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     for word in bare:
         if word.lower() in pipe.stems:
             raise StemError(f"'{word}' is a stem name, not a file", "to want several stems write --want piano,guitar")
-        read_inputs([word])  # says: no such file
+        load_audio(word)  # says: no such file
     entries: list[Any] = [(stem, audio[p]) if stem else audio[p] for stem, p in items]
     named = name_given(entries, pipe.stems)
     given_files = {s: audio_name(a, s) for s, a in named.items()}
     note("given: " + ", ".join(f"{s} = {f}" for s, f in given_files.items()), quiet or json_out)
     given_names, want_names = check_arrangement(named, split_names(want), pipe.stems)
-    options = pipe.sampling_options("arrange", **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
+    options = sampling_options(pipe, "arrange", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
     precheck_outputs(out, [*given_names, *want_names], force)
     with progress_callback("arranging", quiet or json_out) as cb:
         result = pipe.arrange(named, want_names, prompt=prompt, callback=cb, options=options)

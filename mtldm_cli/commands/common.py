@@ -11,13 +11,10 @@ from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-
-if TYPE_CHECKING:
-    from ..audio import Audio
 
 from ..config import PRESETS, SAMPLERS
 from ..errors import MtldmError
@@ -63,10 +60,11 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress outpu
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text prompt (CLAP text embedding).")]
 
 
-def sampling_kwargs(*, preset, sampler, steps, guidance, eta, seed) -> dict:
-    """The sampling overrides every generating command passes to the pipeline, as plain values."""
-    return dict(preset=preset and preset.value, sampler=sampler and sampler.value, steps=steps,
-                guidance=guidance, eta=eta, seed=seed)
+def sampling_options(pipe, task: str, *, preset, sampler, steps, guidance, eta, seed):
+    """The generating commands' flags resolved by the model into its options for ``task``, before
+    anything is written (a bad value is refused here)."""
+    return pipe.sampling_options(task, preset=preset and preset.value, sampler=sampler and sampler.value,
+                                 steps=steps, guidance=guidance, eta=eta, seed=seed)
 
 
 def guarded(fn: Callable) -> Callable:
@@ -146,13 +144,6 @@ def precheck_outputs(out: Path, names: list[str], force: bool) -> None:
     from ..pipeline import output_paths
 
     check_writable(output_paths(out, names).values(), force=force)
-
-
-def read_inputs(paths: list[str | Path]) -> dict[str, Audio]:
-    """Read every input file once, before the model loads: a bad file fails in a second, not after it."""
-    from ..audio import load_audio
-
-    return {str(p): load_audio(p) for p in paths}
 
 
 def finish(output, out: Path, *, command: str, argv_info: dict, force: bool, float_wav: bool,

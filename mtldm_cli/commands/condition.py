@@ -8,32 +8,10 @@ from typing import Annotated
 
 import typer
 
-from .common import (
-    Device,
-    DeviceOpt,
-    DurationOpt,
-    EtaOpt,
-    FloatOpt,
-    ForceOpt,
-    GuidanceOpt,
-    JsonOpt,
-    ModelOpt,
-    OfflineOpt,
-    OutOpt,
-    PresetOpt,
-    QuietOpt,
-    RevisionOpt,
-    SamplerOpt,
-    SeedOpt,
-    StepsOpt,
-    finish,
-    guarded,
-    load_pipeline,
-    precheck_outputs,
-    progress_callback,
-    read_inputs,
-    sampling_kwargs,
-)
+from ..audio import load_audio
+from .common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
+                     OfflineOpt, OutOpt, PresetOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
+                     guarded, load_pipeline, precheck_outputs, progress_callback, sampling_options)
 
 
 @guarded
@@ -58,9 +36,9 @@ def condition(
 ) -> None:
     """Generate every stem in the style of a reference clip (its CLAP audio embedding)."""
     started = time.perf_counter()
-    reference = read_inputs([ref])[str(ref)]
+    reference = load_audio(ref)  # read once, before the model loads: a bad file fails at once
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
-    options = pipe.sampling_options("condition", **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
+    options = sampling_options(pipe, "condition", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
     precheck_outputs(out, list(pipe.stems), force)
     with progress_callback("generating", quiet or json_out) as cb:
         result = pipe.condition(reference, duration=duration, callback=cb, options=options)

@@ -8,33 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (
-    Device,
-    DeviceOpt,
-    DurationOpt,
-    EtaOpt,
-    FloatOpt,
-    ForceOpt,
-    GuidanceOpt,
-    JsonOpt,
-    ModelOpt,
-    OfflineOpt,
-    OutOpt,
-    PresetOpt,
-    PromptOpt,
-    QuietOpt,
-    RevisionOpt,
-    SamplerOpt,
-    SeedOpt,
-    StepsOpt,
-    finish,
-    guarded,
-    load_pipeline,
-    precheck_outputs,
-    progress_callback,
-    sampling_kwargs,
-    split_names,
-)
+from .common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
+                     OfflineOpt, OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt,
+                     StepsOpt, finish, guarded, load_pipeline, precheck_outputs, progress_callback,
+                     sampling_options, split_names)
 
 
 @guarded
@@ -67,7 +44,7 @@ def generate(
     started = time.perf_counter()
     names = split_names(stems)
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
-    options = pipe.sampling_options("generate", **sampling_kwargs(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed))
+    options = sampling_options(pipe, "generate", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
     precheck_outputs(out, select(names, pipe.stems), force)
     with progress_callback("generating", quiet or json_out) as cb:
         result = pipe.generate(prompt, duration=duration, stems=names, callback=cb, options=options)

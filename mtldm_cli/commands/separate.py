@@ -9,28 +9,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..audio import load_audio
 from ..config import METHODS
 from ..options import SeparationOptions
-from .common import (
-    Device,
-    DeviceOpt,
-    FloatOpt,
-    ForceOpt,
-    JsonOpt,
-    ModelOpt,
-    OfflineOpt,
-    OutOpt,
-    QuietOpt,
-    RevisionOpt,
-    SeedOpt,
-    StepsOpt,
-    finish,
-    guarded,
-    load_pipeline,
-    precheck_outputs,
-    progress_callback,
-    read_inputs,
-)
+from .common import (Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
+                     RevisionOpt, SeedOpt, StepsOpt, finish, guarded, load_pipeline, precheck_outputs,
+                     progress_callback)
 
 Method = Enum("Method", {m: m for m in METHODS}, type=str)  # type: ignore[misc]
 _D = SeparationOptions.default
@@ -64,7 +48,7 @@ def separate(
     Latent-space separation is approximate: the latent of a sum is not the sum of latents. Measured methods and limits: docs/separation.md.
     """
     started = time.perf_counter()
-    mix = read_inputs([mixture])[str(mixture)]
+    mix = load_audio(mixture)  # read once, before the model loads: a bad file fails at once
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     options = pipe.separation_options(method=method.value, steps=steps, s_churn=churn, resamples=resamples,
                                       sigma_max=sigma_max, sigma_min=sigma_min, gamma=gamma, consistency=consistency,

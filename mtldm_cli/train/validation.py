@@ -59,7 +59,7 @@ class Validation:
         rec = vae.decode(vae.encode(mel[:, None]).latent_dist.mode()).sample[:, 0]
         wav = self._griffin_lim(rec)
         self._write("vae", step, {"mel_l1": float((rec - mel).abs().mean()),
-                                             "mrstft_griffin_lim": float(mrstft(wav, clips))})
+                                  "mrstft_griffin_lim": float(mrstft(wav, clips))})
 
     @torch.no_grad()
     def vocoder(self, voc, step: int) -> None:
@@ -70,7 +70,7 @@ class Validation:
         if "mrstft_gl" not in self._cache:  # the true mels do not change: measure Griffin-Lim once
             self._cache["mrstft_gl"] = float(mrstft(self._griffin_lim(mel), clips))
         self._write("vocoder", step, {"mrstft_hifigan": float(mrstft(voc(mel), clips)),
-                                                 "mrstft_griffin_lim": self._cache["mrstft_gl"]})
+                                      "mrstft_griffin_lim": self._cache["mrstft_gl"]})
 
     @torch.no_grad()
     def unet(self, unet, vae, clap, step: int) -> None:
