@@ -39,7 +39,7 @@ def load_components(folder: str | os.PathLike) -> Components:
     """Every component of a model folder, frozen in eval mode; one ModelError if any is unreadable."""
     from diffusers import AutoencoderKL, DDIMScheduler
     from safetensors import SafetensorError
-    from transformers import ClapModel, ClapProcessor, SpeechT5HifiGan
+    from transformers import ClapModel, ClapProcessor
 
     from .model import MultiTrackUNet
 
@@ -51,8 +51,7 @@ def load_components(folder: str | os.PathLike) -> Components:
             config=config,
             vae=AutoencoderKL.from_pretrained(folder / "vae"),
             unet=MultiTrackUNet.from_pretrained(folder / "unet"),
-            vocoder=(griffin_lim_vocoder(config.audio) if config.vocoder == "griffin-lim"
-                     else SpeechT5HifiGan.from_pretrained(folder / "vocoder")),
+            vocoder=load_vocoder(config, folder / "vocoder"),
             scheduler=DDIMScheduler.from_pretrained(folder / "scheduler"),
         )
         if config.conditioning == "clap":
@@ -65,3 +64,20 @@ def load_components(folder: str | os.PathLike) -> Components:
         if isinstance(m, torch.nn.Module):
             m.eval().requires_grad_(False)
     return parts
+
+
+def load_vocoder(config: PipelineConfig, folder: Path):
+    """The vocoder pipeline.json names: Griffin-Lim (no weights), a HiFi-GAN or a Vocos."""
+    if config.vocoder == "griffin-lim":
+        return griffin_lim_vocoder(config.audio)
+    if config.vocoder == "vocos":
+        from .vocoders import VocosVocoder
+
+        voc = VocosVocoder.from_pretrained(folder)
+        if voc.config.n_mels != config.audio.n_mels or voc.config.hop_length != config.audio.hop_length:
+            raise ValueError(f"the vocoder takes {voc.config.n_mels} mels at hop {voc.config.hop_length}, "
+                             f"the model makes {config.audio.n_mels} at hop {config.audio.hop_length}")
+        return voc
+    from transformers import SpeechT5HifiGan
+
+    return SpeechT5HifiGan.from_pretrained(folder)

@@ -14,7 +14,7 @@ from .errors import NAME_ONLY, InputError
 def clap_text_embedding(clap, processor, prompts: Sequence[str]) -> torch.Tensor:
     """CLAP text embeddings ``[B, D]``, L2-normalised."""
     device = next(clap.parameters()).device
-    inputs = processor(text=list(prompts), return_tensors="pt", padding=True).to(device)
+    inputs = processor(text=list(prompts), return_tensors="pt", padding=True, truncation=True).to(device)
     return _normalised(clap.get_text_features(**inputs))
 
 

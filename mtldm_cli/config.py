@@ -14,7 +14,7 @@ SAMPLERS: tuple[str, ...] = get_args(Sampler)
 Method = Literal["dirac", "gaussian", "consistency"]  # separation methods
 METHODS: tuple[str, ...] = get_args(Method)
 Conditioning = Literal["none", "clap"]
-Vocoder = Literal["hifigan", "griffin-lim"]
+Vocoder = Literal["hifigan", "vocos", "griffin-lim"]
 
 
 class AudioConfig(BaseModel):

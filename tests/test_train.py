@@ -221,7 +221,7 @@ def test_validation_is_logged_at_every_save_with_sampled_clips(full):
     seen = {(r["stage"], r["metric"], int(r["step"])) for r in rows}
     for step in (2, 4):
         assert {("vae", "mel_l1", step), ("vae", "mrstft_griffin_lim", step), ("unet", "eps_mse", step),
-                ("vocoder", "mrstft_hifigan", step), ("vocoder", "mrstft_griffin_lim", step)} <= seen
+                ("vocoder", "mrstft_vocoder", step), ("vocoder", "mrstft_griffin_lim", step)} <= seen
     assert all(np.isfinite(float(r["value"])) for r in rows)
     clips = full / "training" / "samples" / "unet-0000004" / "seed0"
     assert sorted(p.name for p in clips.iterdir()) == ["bass.wav", "drums.wav", "guitar.wav", "mix.wav", "piano.wav", "run.json"]
@@ -230,10 +230,10 @@ def test_validation_is_logged_at_every_save_with_sampled_clips(full):
     assert list((full / "training" / "unet").glob("custom_checkpoint*"))
     choice = json.loads((full / "training" / "vocoder.json").read_text())
     assert choice["kind"] == choice["chosen"] == "hifigan"
-    assert choice["mrstft_hifigan"] > 0 and choice["mrstft_griffin_lim"] > 0
+    assert choice["mrstft_vocoder"] > 0 and choice["mrstft_griffin_lim"] > 0
 
 
-def test_auto_vocoder_keeps_griffin_lim_unless_the_hifigan_beats_it(full, tmp_path):
+def test_fallback_keeps_griffin_lim_unless_the_trained_vocoder_beats_it(full, tmp_path):
     """The choice follows the measurement: replay it on a copy of the run with each winner."""
     import shutil
 
@@ -242,11 +242,11 @@ def test_auto_vocoder_keeps_griffin_lim_unless_the_hifigan_beats_it(full, tmp_pa
     run = tmp_path / "run"
     shutil.copytree(full, run)
     saved = json.loads((run / "training" / "config.json").read_text())
-    saved["vocoder"]["kind"] = "auto"
+    saved["vocoder"]["fallback"] = True
     vocoder = stage_runners(Trainer(TrainConfig.model_validate(saved), run))["vocoder"]
     for hifigan, gl, want in ((9.0, 1.0, "griffin-lim"), (1.0, 9.0, "hifigan")):
         with open(run / "training" / "validation.csv", "a") as f:
-            f.write(f"vocoder,99,mrstft_hifigan,{hifigan}\nvocoder,99,mrstft_griffin_lim,{gl}\n")
+            f.write(f"vocoder,99,mrstft_vocoder,{hifigan}\nvocoder,99,mrstft_griffin_lim,{gl}\n")
         vocoder.choose()
         assert json.loads((run / "pipeline.json").read_text())["vocoder"] == want
         assert (run / "vocoder").is_dir() == (want == "hifigan")
@@ -270,7 +270,7 @@ def test_vocoder_and_window_config_errors(tmp_path, data):
     base = {**TINY, "data": {"train": str(data)}}
     cases = [({"vocoder": {"kind": "hifigan", "upsample_rates": [4, 4]}}, "multiply to 16"),
              ({"data": {"train": str(data), "window_frames": 30}}, r"data.window_frames \(30\) must be a multiple of 4"),
-             ({"unet": {**TINY["unet"], "unet": {**TINY["unet"]["unet"], "cond_dim": 32}}}, "cond_dim and unet.clap go together")]
+             ({"unet": {**TINY["unet"], "unet": {**TINY["unet"]["unet"], "cond_dim": 32}}}, "cond_dim goes with a CLAP")]
     for extra, msg in cases:
         path = tmp_path / "bad.yaml"
         path.write_text(yaml.safe_dump({**base, **extra}))

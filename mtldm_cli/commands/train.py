@@ -16,18 +16,18 @@ from .common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, progress_
 def train(
     config: Annotated[Path, typer.Argument(help="Training config (.yaml or .toml); see docs/training.md.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to train into (loads with --model OUT).")],
-    stage: Annotated[Optional[list[str]], typer.Option(help="Stage(s) to run: vae, unet, vocoder (default: all, in that order).")] = None,
+    stage: Annotated[Optional[list[str]], typer.Option(help="Stage(s) to run: clap, vae, unet, vocoder (default: every one the config sets, in that order).")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue a run found in OUT from its last save.")] = True,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when a GPU is there.")] = False,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a model on stem folders: the VAE on per-stem log-mels, the UNet on its latents, a vocoder.
+    """Train a model on stem folders: our CLAP on captioned mixes, the VAE on per-stem log-mels, the UNet on its latents, a vocoder.
 
     Runs on a CPU, a GPU, or many through `accelerate launch -m mtldm_cli train ...`. A killed run resumes from its last save with the same result as an uninterrupted one. Losses go to OUT/training/log.csv and loss.svg; validation (with data.validation) to validation.csv and samples/.
     """
-    from ..train import STAGES
+    from ..train import ORDER as STAGES
     from ..train import train as run
 
     started = time.perf_counter()

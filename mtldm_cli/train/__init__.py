@@ -1,5 +1,6 @@
 """Training: the VAE on per-stem log-mels, the multi-track UNet on the frozen VAE's latents
-(unconditional or CLAP-conditioned), and optionally a HiFi-GAN vocoder on the log-mels.
+(unconditional or CLAP-conditioned), optionally a vocoder on the log-mels (Vocos or HiFi-GAN, with
+discriminators) and our own CLAP (contrastive, on captioned windows of the mix).
 
 One config file (YAML or TOML, validated by pydantic: ``config.py``) describes the model and the run.
 Stages (``stages.py``, one object each) write into one output folder that is a model folder in the
@@ -20,12 +21,12 @@ from typing import Optional
 from pydantic import ValidationError
 
 from ..errors import NAME_ONLY, InputError, OutputError
-from .config import STAGES, TrainConfig, load_config
+from .config import ORDER, STAGES, TrainConfig, load_config
 from .loop import StepBatches, Trainer
-from .stages import MixClap, UNetStage, VAEStage, VocoderStage
+from .stages import ClapStage, MixClap, UNetStage, VAEStage, VocoderStage
 from .validation import Validation
 
-__all__ = ["STAGES", "MixClap", "StepBatches", "TrainConfig", "Trainer", "check_out", "load_config", "stage_runners",
+__all__ = ["ORDER", "STAGES", "MixClap", "StepBatches", "TrainConfig", "Trainer", "check_out", "load_config", "stage_runners",
            "train"]
 
 
@@ -33,10 +34,10 @@ def stage_runners(trainer: Trainer) -> dict:
     """Each stage's object, sharing one trainer and one validation."""
     validation = Validation(trainer)
     return {"vae": VAEStage(trainer, validation), "unet": UNetStage(trainer, validation),
-            "vocoder": VocoderStage(trainer, validation)}
+            "vocoder": VocoderStage(trainer, validation), "clap": ClapStage(trainer, validation)}
 
 
-def train(config: TrainConfig | os.PathLike, out: os.PathLike, *, stages=STAGES, resume: bool = True,
+def train(config: TrainConfig | os.PathLike, out: os.PathLike, *, stages=ORDER, resume: bool = True,
           force: bool = False, cpu: bool = False, progress: Optional[Callable[[dict], None]] = None) -> Path:
     """Train ``stages`` of ``config`` into ``out``; returns the model folder (loadable with ``--model``).
 
@@ -49,7 +50,7 @@ def train(config: TrainConfig | os.PathLike, out: os.PathLike, *, stages=STAGES,
         raise InputError("{stages}: unknown stage", f"stages are: {', '.join(STAGES)}", stages=unknown[0])
     check_out(cfg, Path(out), resume=resume, force=force)
     runners = stage_runners(Trainer(cfg, out, cpu=cpu, progress=progress))
-    for stage in STAGES:
+    for stage in ORDER:
         if stage in stages:
             runners[stage].run(resume=resume)
     return Path(out)

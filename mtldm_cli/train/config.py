@@ -13,7 +13,8 @@ from ..config import AudioConfig, SamplingDefaults
 from ..errors import InputError
 from ..model import UNetConfig
 
-STAGES = ("vae", "unet", "vocoder")  # run in this order; a stage's index seeds its random streams
+STAGES = ("vae", "unet", "vocoder", "clap")  # a stage's index seeds its random streams
+ORDER = ("clap", "vae", "unet", "vocoder")  # the order they run in: the UNet may take this run's CLAP
 
 
 class _Strict(BaseModel):
@@ -35,6 +36,7 @@ class Optim(_Strict):
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(4, ge=1)
     lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
 
 
@@ -60,22 +62,59 @@ class UNetTrain(Optim):
 
 
 class VocoderTrain(Optim):
-    """A HiFi-GAN generator (transformers' SpeechT5HifiGan) on ground-truth log-mels, trained with a
-    multi-resolution STFT + log-mel L1 loss and no discriminator (a CPU-sized recipe).
+    """A vocoder on ground-truth log-mels: a Vocos (ConvNeXt + inverse STFT) or a HiFi-GAN generator
+    (transformers' SpeechT5HifiGan). Loss: multi-resolution STFT + ``mel_weight`` x log-mel L1, and,
+    from ``adversarial_start`` on, the GAN terms (least squares + feature matching) of the named
+    ``discriminators``: HiFi-GAN's multi-period ("mpd"), Vocos' multi-resolution ("mrd").
 
-    kind: griffin-lim (no stage), hifigan (train and use it), or auto (train it, and keep it only if
-    it beats Griffin-Lim on the validation split's multi-resolution STFT distance).
+    kind: griffin-lim (no stage), hifigan or vocos. ``fallback``: keep Griffin-Lim unless the trained
+    vocoder beats it on the validation split's MR-STFT distance.
     """
 
-    kind: Literal["griffin-lim", "hifigan", "auto"] = "griffin-lim"
+    kind: Literal["griffin-lim", "hifigan", "vocos"] = "griffin-lim"
+    fallback: bool = False
     steps: int = Field(2000, ge=1)
     lr: float = Field(2e-4, gt=0)
     window_frames: int = Field(32, ge=4)
+    mel_weight: float = Field(1.0, ge=0)
+    discriminators: tuple[Literal["mpd", "mrd"], ...] = ()
+    mrd_fft_sizes: tuple[int, ...] = (1024, 512, 256)
+    adversarial_start: int = Field(0, ge=0)
+    adversarial_weight: float = Field(1.0, ge=0)
+    # vocos
+    dim: int = Field(256, ge=8)
+    intermediate_dim: int = Field(768, ge=8)
+    num_layers: int = Field(8, ge=1)
+    # hifigan
     upsample_initial_channel: int = 64
     upsample_rates: tuple[int, ...] = (4, 4, 4, 4)
     resblock_kernel_sizes: tuple[int, ...] = (3, 7)
     resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5))
-    mel_weight: float = 1.0
+
+
+class ClapTrain(Optim):
+    """Our own CLAP: transformers' ClapModel (an HTSAT audio encoder and a RoBERTa text encoder, both
+    small) trained contrastively on each window's mix and a caption of it (``data/captions.py``),
+    with a byte-level BPE tokenizer built from the caption vocabulary."""
+
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(5e-4, gt=0)
+    seconds: float = Field(10.0, gt=0)  # the clip the audio encoder sees
+    hop_length: int = Field(640, ge=1)  # the CLAP feature extractor's own front end, at audio.sample_rate
+    n_mels: int = Field(64, ge=8)
+    projection_dim: int = Field(128, ge=8)
+    spec_size: int = Field(128, ge=16)
+    patch_size: int = Field(4, ge=1)
+    window_size: int = Field(8, ge=1)
+    audio_hidden: int = Field(64, ge=8)
+    audio_depths: tuple[int, ...] = (1, 1, 1)
+    audio_heads: tuple[int, ...] = (2, 4, 8)
+    text_hidden: int = Field(128, ge=8)
+    text_layers: int = Field(2, ge=1)
+    text_heads: int = Field(4, ge=1)
+    vocab_size: int = Field(1000, ge=300)
+    max_tokens: int = Field(64, ge=8)
 
 
 class ValidationConfig(_Strict):
@@ -94,6 +133,7 @@ class TrainConfig(_Strict):
     vae: VAETrain = Field(default_factory=VAETrain)
     unet: UNetTrain = Field(default_factory=UNetTrain)
     vocoder: VocoderTrain = Field(default_factory=VocoderTrain)
+    clap: Optional[ClapTrain] = None  # set: train our own CLAP, and condition the UNet on it
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     seed: int = 0
@@ -107,11 +147,28 @@ class TrainConfig(_Strict):
         for name, frames in (("audio.segment_frames", self.audio.segment_frames), ("data.window_frames", self.data.window_frames)):
             if frames is not None and frames % step:
                 raise ValueError(f"{name} ({frames}) must be a multiple of {step} (VAE x UNet downsampling)")
-        if self.vocoder.kind != "griffin-lim" and math.prod(self.vocoder.upsample_rates) != self.audio.hop_length:
+        if self.vocoder.kind == "hifigan" and math.prod(self.vocoder.upsample_rates) != self.audio.hop_length:
             raise ValueError(f"vocoder.upsample_rates multiply to {math.prod(self.vocoder.upsample_rates)}, "
                              f"not audio.hop_length ({self.audio.hop_length})")
-        if (self.unet.unet.cond_dim is None) != (self.unet.clap is None):
-            raise ValueError("unet.unet.cond_dim and unet.clap go together: set both (CLAP-conditioned) or neither")
+        conditioned = self.unet.clap is not None or self.clap is not None
+        if (self.unet.unet.cond_dim is None) == conditioned:
+            raise ValueError("unet.unet.cond_dim goes with a CLAP (unet.clap, or this run's clap stage): set both "
+                             "(CLAP-conditioned) or neither")
+        if self.unet.clap is None and self.clap is not None and self.unet.unet.cond_dim != self.clap.projection_dim:
+            raise ValueError(f"unet.unet.cond_dim ({self.unet.unet.cond_dim}) must be clap.projection_dim "
+                             f"({self.clap.projection_dim})")
+        c = self.clap
+        if c is not None:
+            if len(c.audio_depths) != len(c.audio_heads):
+                raise ValueError("clap.audio_depths and clap.audio_heads differ in length")
+            grid = c.spec_size // c.patch_size
+            if c.spec_size % c.n_mels or grid % (c.window_size * 2 ** (len(c.audio_depths) - 1)):
+                raise ValueError("clap.spec_size must be a multiple of clap.n_mels, and spec_size / patch_size of "
+                                 "window_size x 2^(stages - 1)")
+            frames, fits = int(c.seconds * self.audio.sample_rate) // c.hop_length + 1, c.spec_size * (c.spec_size // c.n_mels)
+            if frames > fits:
+                raise ValueError(f"clap: {c.seconds} s at hop {c.hop_length} is {frames} frames; the audio encoder "
+                                 f"takes at most spec_size x spec_size / n_mels = {fits} (raise clap.hop_length)")
         if len(self.vocoder.resblock_kernel_sizes) != len(self.vocoder.resblock_dilation_sizes):
             raise ValueError("vocoder.resblock_kernel_sizes and resblock_dilation_sizes differ in length")
         return self

@@ -10,6 +10,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -67,6 +68,16 @@ def posterior_sample(posterior, g: torch.Generator) -> torch.Tensor:
     return posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g).to(posterior.mean.device)
 
 
+@dataclass
+class Adversary:
+    """Discriminators trained against a stage's model: from step ``start`` on, each step first updates
+    them on ``loss(model, disc, stems, g)``, then the model's loss_fn gets them as ``disc``."""
+
+    module: torch.nn.Module
+    loss: Callable
+    start: int = 0
+
+
 class Trainer:
     """What every stage shares: the config, the output folder, accelerate, the data, and the loop."""
 
@@ -76,7 +87,6 @@ class Trainer:
         from accelerate.utils import set_seed
 
         from ..audio import MelFrontEnd
-        from ..data.datasets import StemDataset
 
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         # Without a GPU, accelerate needs cpu=True to see a multi-process launch (else each process runs alone).
@@ -84,19 +94,25 @@ class Trainer:
         set_seed(cfg.seed)
         self.front = MelFrontEnd(cfg.audio)
         self.frames = cfg.data.window_frames or cfg.audio.segment_frames
-        self.data = StemDataset(cfg.data.train, stems=cfg.audio.stems, sample_rate=cfg.audio.sample_rate,
-                                segment_seconds=self.frames * cfg.audio.hop_length / cfg.audio.sample_rate,
-                                layout=cfg.data.layout, stem_map=cfg.data.stem_map or None, seed=cfg.seed)
-        self.val = None if cfg.data.validation is None else StemDataset(
-            cfg.data.validation, stems=cfg.audio.stems, sample_rate=cfg.audio.sample_rate,
-            segment_seconds=self.data.segment_seconds, layout=cfg.data.layout,
-            stem_map=cfg.data.stem_map or None, seed=cfg.seed)
+        seconds = self.frames * cfg.audio.hop_length / cfg.audio.sample_rate
+        self.data = self.dataset(cfg.data.train, seconds)
+        self.val = None if cfg.data.validation is None else self.dataset(cfg.data.validation, seconds)
         if self.acc.is_main_process:
             (self.out / "training").mkdir(parents=True, exist_ok=True)
             (self.out / "training" / "config.json").write_text(cfg.model_dump_json(indent=2))
 
+    def dataset(self, root: Path, seconds: float):
+        """The stems of ``root`` in windows of ``seconds``, as the config reads them."""
+        from ..data.datasets import StemDataset
+
+        cfg = self.cfg
+        return StemDataset(root, stems=cfg.audio.stems, sample_rate=cfg.audio.sample_rate, segment_seconds=seconds,
+                           layout=cfg.data.layout, stem_map=cfg.data.stem_map or None, seed=cfg.seed)
+
     def loop(self, stage: str, model: torch.nn.Module, opt_cfg: Optim, loss_fn, *, ema=None,
-              on_save: Callable[[int], None], resume: bool) -> int:
+             adversary: Optional[Adversary] = None, data=None, on_save: Callable[[int], None], resume: bool) -> int:
+        """Train ``model`` on ``loss_fn(model, stems, g, batch=..., [disc=...])`` for the stage's steps,
+        over ``data`` (default: the run's training windows)."""
         acc, cfg = self.acc, self.cfg
         sid = STAGES.index(stage)
         state = self.out / "training" / stage
@@ -104,29 +120,52 @@ class Trainer:
         if start >= opt_cfg.steps:
             return start
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=opt_cfg.lr)
+        opt = torch.optim.AdamW(params, lr=opt_cfg.lr, betas=opt_cfg.betas)
         model, opt = acc.prepare(model, opt)
+        disc = opt_d = None
+        if adversary is not None:
+            opt_d = torch.optim.AdamW(adversary.module.parameters(), lr=opt_cfg.lr, betas=opt_cfg.betas)
+            disc, opt_d = acc.prepare(adversary.module, opt_d)
         if ema is not None:
             acc.register_for_checkpointing(ema)
         if start:
             acc.load_state(str(state))
         from torch.utils.data import DataLoader
 
-        batches = StepBatches(len(self.data), opt_cfg.batch_size, cfg.seed, sid, start, opt_cfg.steps,
+        data = self.data if data is None else data
+        batches = StepBatches(len(data), opt_cfg.batch_size, cfg.seed, sid, start, opt_cfg.steps,
                               acc.process_index, acc.num_processes)
-        loader = DataLoader(self.data, batch_sampler=batches, num_workers=cfg.data.num_workers)
+        loader = DataLoader(data, batch_sampler=batches, num_workers=cfg.data.num_workers)
         log = LossLog(self.out / "training" / "log.csv", enabled=acc.is_main_process)
         model.train()
         started = time.perf_counter()
         for step, batch in zip(range(start, opt_cfg.steps), loader):
-            g = step_generator(cfg.seed, sid, step, acc.process_index)
+            stems = batch["stems"].to(acc.device)
+            extra: dict = {"batch": batch}
+            if adversary is not None:
+                adversarial = step >= adversary.start
+                extra["disc"] = disc if adversarial else None
+                if adversarial:
+                    with acc.autocast():
+                        d_loss = adversary.loss(model, disc, stems, step_generator(cfg.seed, sid, step, acc.process_index))
+                    acc.backward(d_loss)
+                    if opt_cfg.grad_clip:
+                        acc.clip_grad_norm_(disc.parameters(), opt_cfg.grad_clip)
+                    opt_d.step()
+                    opt_d.zero_grad(set_to_none=True)
+                    opt.zero_grad(set_to_none=True)
+            g = step_generator(cfg.seed, sid, step, acc.process_index)  # the same draws the discriminators' step saw
             with acc.autocast():
-                loss, parts = loss_fn(model, batch["stems"].to(acc.device), g)
+                loss, parts = loss_fn(model, stems, g, **extra)
+            if adversary is not None and extra["disc"] is not None:
+                parts = {**parts, "disc": d_loss}
             acc.backward(loss)
             if opt_cfg.grad_clip:
                 acc.clip_grad_norm_(params, opt_cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            if opt_d is not None:
+                opt_d.zero_grad(set_to_none=True)  # the model's loss reached the discriminators too
             if ema is not None:
                 ema.step(acc.unwrap_model(model).parameters())
             done = step + 1

@@ -17,7 +17,7 @@ from ..config import PipelineConfig
 from ..errors import InputError
 from .config import STAGES, TrainConfig
 from .logs import read_validation, save_component
-from .loop import StepBatches, Trainer, posterior_sample, saved_step, stem_mels, step_generator
+from .loop import Adversary, StepBatches, Trainer, posterior_sample, saved_step, stem_mels, step_generator
 from .validation import Validation, mrstft
 
 
@@ -65,7 +65,7 @@ class VAEStage(Stage):
         vae = VAEObjective(build_vae(cfg), cfg.vae.kl_weight)
         front, frames = self.front, self.frames
 
-        def loss_fn(model, stems, g):
+        def loss_fn(model, stems, g, **_):
             loss, l1, kl = model(stem_mels(front, stems, frames), g)
             return loss, {"l1": l1, "kl": kl}
 
@@ -102,7 +102,7 @@ class UNetStage(Stage):
         alphas = training_scheduler().alphas_cumprod
         front, frames = self.front, self.frames
 
-        def loss_fn(model, stems, g):
+        def loss_fn(model, stems, g, **_):
             b, s = stems.shape[:2]
             with torch.no_grad():
                 z = posterior_sample(vae.encode(stem_mels(front, stems, frames)).latent_dist, g)
@@ -133,9 +133,12 @@ class UNetStage(Stage):
 
     def _clap(self) -> Optional[MixClap]:
         u = self.cfg.unet
-        if u.clap is None:
+        folder = clap_source(self.cfg, self.out)
+        if folder is None:
             return None
-        clap = MixClap(u.clap, self.cfg.audio.sample_rate, u.null_fraction, self.acc.device)
+        if not (folder / "config.json").is_file() and u.clap is None:
+            raise InputError(f"{self.out}: has no trained CLAP", "train the clap stage first ({stages})", stages="clap")
+        clap = MixClap(folder, self.cfg.audio.sample_rate, u.null_fraction, self.acc.device)
         if u.unet.cond_dim != clap.dim:
             raise InputError(f"unet.unet.cond_dim ({u.unet.cond_dim}) is not the CLAP embedding size ({clap.dim})",
                              f"set cond_dim: {clap.dim}")
@@ -156,55 +159,225 @@ class UNetStage(Stage):
 
 
 class VocoderStage(Stage):
-    """A HiFi-GAN on the true log-mels; kept (vocoder/) as the config and validation say."""
+    """A Vocos or HiFi-GAN on the true log-mels, with discriminators if the config names them; kept
+    as vocoder/ as the config and validation say."""
 
     def run(self, *, resume: bool = True) -> None:
         cfg, v = self.cfg, self.cfg.vocoder
         if v.kind == "griffin-lim":
             return
-        if v.kind == "auto" and self.val is None:
-            raise InputError("vocoder.kind auto compares with Griffin-Lim on data.validation, which is not set",
-                             "set data.validation, or vocoder.kind: hifigan")
+        if v.fallback and self.val is None:
+            raise InputError("vocoder.fallback compares with Griffin-Lim on data.validation, which is not set",
+                             "set data.validation, or vocoder.fallback: false")
         torch.manual_seed(cfg.seed)
         voc = build_vocoder(cfg)
         front, hop, n = self.front, cfg.audio.hop_length, v.window_frames
 
-        def loss_fn(model, stems, g):
+        def clips_of(stems, g):
+            """One window of every sounding stem: the same draws for the discriminators' step and the model's."""
             clips = stems.reshape(-1, stems.shape[-1])
             start = torch.randint(0, clips.shape[-1] - n * hop + 1, (len(clips),), generator=g)
             clips = torch.stack([c[o:o + n * hop] for c, o in zip(clips, start.tolist())])
             active = clips.abs().mean(-1) >= 1e-3
-            clips = clips[active] if active.any() else clips
+            return clips[active] if active.any() else clips
+
+        def loss_fn(model, stems, g, disc=None, **_):
+            clips = clips_of(stems, g)
             mel = front(clips, n)
-            wav = model(mel)
+            wav = model(mel)[..., :clips.shape[-1]]
             mel_l1 = (front(wav, n) - mel).abs().mean()
-            return mrstft(wav, clips) + v.mel_weight * mel_l1, {"l1": mel_l1}
+            loss = mrstft(wav, clips) + v.mel_weight * mel_l1
+            if disc is not None:
+                loss = loss + v.adversarial_weight * disc(clips, wav).generator_loss()
+            return loss, {"l1": mel_l1}
+
+        def disc_loss(model, disc, stems, g):
+            clips = clips_of(stems, g)
+            with torch.no_grad():
+                wav = model(front(clips, n))[..., :clips.shape[-1]]
+            return disc(clips, wav.detach()).discriminator_loss()
+
+        adversary = None
+        if v.discriminators:
+            adversary = Adversary(Discriminators(v.discriminators, v.mrd_fft_sizes), disc_loss, v.adversarial_start)
 
         def export(step):
             m = self.acc.unwrap_model(voc)
-            save_component(lambda p: m.save_pretrained(p), self.out / "training" / "vocoder-hifigan")
+            save_component(lambda p: m.save_pretrained(p), self.out / "training" / "vocoder-trained")
             self.validation.vocoder(m, step)
 
-        self.trainer.loop("vocoder", voc, v, loss_fn, on_save=export, resume=resume)
+        self.trainer.loop("vocoder", voc, v, loss_fn, adversary=adversary, on_save=export, resume=resume)
         if self.acc.is_main_process:
             self.choose()
         self.acc.wait_for_everyone()
 
     def choose(self) -> None:
-        """Keep the trained HiFi-GAN (kind hifigan, or auto when it beats Griffin-Lim) as vocoder/."""
-        kind = self.cfg.vocoder.kind
+        """Keep the trained vocoder as vocoder/, unless ``fallback`` and Griffin-Lim measured better."""
+        v = self.cfg.vocoder
         scores = read_validation(self.out / "training" / "validation.csv", "vocoder")
-        chosen = "hifigan"
-        if kind == "auto":
-            chosen = "hifigan" if scores.get("mrstft_hifigan", math.inf) < scores.get("mrstft_griffin_lim", 0) else "griffin-lim"
-        if chosen == "hifigan":
-            save_component(lambda p: shutil.copytree(self.out / "training" / "vocoder-hifigan", p, dirs_exist_ok=True),
-                            self.out / "vocoder")
+        chosen = v.kind
+        if v.fallback and not scores.get("mrstft_vocoder", math.inf) < scores.get("mrstft_griffin_lim", 0):
+            chosen = "griffin-lim"
+        if chosen != "griffin-lim":
+            save_component(lambda p: shutil.copytree(self.out / "training" / "vocoder-trained", p, dirs_exist_ok=True),
+                           self.out / "vocoder")
         else:
             shutil.rmtree(self.out / "vocoder", ignore_errors=True)
-        atomic_write_text(self.out / "training" / "vocoder.json", json.dumps({"kind": kind, "chosen": chosen, **scores}, indent=2))
+        atomic_write_text(self.out / "training" / "vocoder.json",
+                          json.dumps({"kind": v.kind, "fallback": v.fallback, "chosen": chosen, **scores}, indent=2))
         if (self.out / "unet" / "config.json").is_file():
             write_pipeline(self.cfg, self.out)
+
+
+class Discriminators(torch.nn.Module):
+    """The named GAN discriminators (the ``vocos`` package's), judging a real and a generated batch."""
+
+    def __init__(self, kinds, mrd_fft_sizes):
+        super().__init__()
+        from vocos.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+
+        make = {"mpd": MultiPeriodDiscriminator, "mrd": lambda: MultiResolutionDiscriminator(fft_sizes=tuple(mrd_fft_sizes))}
+        self.judges = torch.nn.ModuleDict({k: make[k]() for k in kinds})
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> Verdicts:
+        return Verdicts([judge(real, fake) for judge in self.judges.values()])
+
+
+class Verdicts:
+    """What each discriminator said; the losses are Vocos' (least squares, L1 feature matching), each
+    averaged over its sub-discriminators."""
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def discriminator_loss(self) -> torch.Tensor:
+        from vocos.loss import DiscriminatorLoss
+
+        total = 0
+        for real, fake, _, _ in self.outputs:
+            loss, per_real, _ = DiscriminatorLoss()(real, fake)
+            total = total + loss / len(per_real)
+        return total
+
+    def generator_loss(self) -> torch.Tensor:
+        from vocos.loss import FeatureMatchingLoss, GeneratorLoss
+
+        total = 0
+        for _, fake, fmap_real, fmap_fake in self.outputs:
+            adv, per = GeneratorLoss()(fake)
+            total = total + adv / len(per) + FeatureMatchingLoss()(fmap_real, fmap_fake) / len(fmap_real)
+        return total
+
+
+class ClapStage(Stage):
+    """Our own CLAP, trained contrastively (CLIP's symmetric InfoNCE) on (mix of a window, caption)."""
+
+    def run(self, *, resume: bool = True) -> None:
+        from transformers import ClapModel
+
+        from ..components import quiet_libraries
+
+        c = self.cfg.clap
+        if c is None:
+            return
+        quiet_libraries()
+        processor = build_clap_processor(self.cfg)
+        torch.manual_seed(self.cfg.seed)
+        model = ClapModel(clap_config(self.cfg, len(processor.tokenizer)))
+        data = self.trainer.dataset(self.cfg.data.train, c.seconds)
+        metas = track_metas(data)
+        rate, n = self.cfg.audio.sample_rate, round(c.seconds * self.cfg.audio.sample_rate)
+
+        def loss_fn(model, stems, g, batch):
+            import random
+
+            from ..data.captions import caption
+
+            rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=g)))
+            texts = [caption(metas[name], float(start), c.seconds, rng) for name, start in zip(batch["track"], batch["start"])]
+            inputs = clap_inputs(processor, texts, stems.sum(1)[:, :n], rate).to(stems.device)
+            out = model(**inputs, return_loss=True)
+            hits = (out.logits_per_text.argmax(-1) == torch.arange(len(texts), device=stems.device)).float().mean()
+            return out.loss, {"accuracy": hits}
+
+        def export(step):
+            m = self.acc.unwrap_model(model)
+
+            def save(folder):
+                m.save_pretrained(folder)
+                processor.save_pretrained(folder)
+
+            save_component(save, self.out / "clap")
+            self.validation.clap(m, processor, step)
+
+        self.trainer.loop("clap", model, c, loss_fn, data=data, on_save=export, resume=resume)
+
+
+def clap_config(cfg: TrainConfig, vocab_size: int):
+    from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
+
+    c = cfg.clap
+    assert c is not None
+    audio = ClapAudioConfig(
+        num_mel_bins=c.n_mels, spec_size=c.spec_size, patch_size=c.patch_size, patch_stride=c.patch_size,
+        window_size=c.window_size, hidden_size=c.audio_hidden * 2 ** (len(c.audio_depths) - 1),
+        patch_embeds_hidden_size=c.audio_hidden, depths=list(c.audio_depths), num_attention_heads=list(c.audio_heads),
+        num_hidden_layers=len(c.audio_depths), projection_dim=c.projection_dim, enable_fusion=False)
+    text = ClapTextConfig(
+        vocab_size=vocab_size, hidden_size=c.text_hidden, num_hidden_layers=c.text_layers,
+        num_attention_heads=c.text_heads, intermediate_size=4 * c.text_hidden, max_position_embeddings=c.max_tokens + 2,
+        projection_dim=c.projection_dim, layer_norm_eps=1e-5)
+    return ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=c.projection_dim)
+
+
+def build_clap_processor(cfg: TrainConfig):
+    """ClapProcessor: a feature extractor at our sample rate, and a byte-level BPE tokenizer trained (with
+    the ``tokenizers`` library, deterministically) on every word a caption can hold."""
+    import tempfile
+
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import ClapFeatureExtractor, ClapProcessor, RobertaTokenizer
+
+    from ..data.captions import vocabulary_corpus
+
+    c = cfg.clap
+    assert c is not None
+    bpe = ByteLevelBPETokenizer(add_prefix_space=True)
+    bpe.train_from_iterator(vocabulary_corpus(), vocab_size=c.vocab_size, min_frequency=1, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab, merges = bpe.save_model(tmp)
+        tokenizer = RobertaTokenizer(vocab, merges, model_max_length=c.max_tokens,
+                                     add_prefix_space=True)
+    rate = cfg.audio.sample_rate
+    features = ClapFeatureExtractor(
+        feature_size=c.n_mels, sampling_rate=rate, hop_length=c.hop_length, fft_window_size=cfg.audio.n_fft,
+        max_length_s=c.seconds, frequency_min=cfg.audio.f_min, frequency_max=min(cfg.audio.f_max, rate / 2),
+        truncation="rand_trunc", padding="repeatpad")
+    return ClapProcessor(feature_extractor=features, tokenizer=tokenizer)
+
+
+def clap_inputs(processor, texts, mix: torch.Tensor, sample_rate: int):
+    """Token ids and audio features of a batch, as the pipeline makes them (conditioning.py)."""
+    text = processor.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+    audio = processor.feature_extractor(list(mix.float().cpu().numpy()), sampling_rate=sample_rate, return_tensors="pt")
+    return text | {"input_features": audio["input_features"]}
+
+
+def track_metas(data) -> dict[str, dict]:
+    """Each track's meta.json (captions are drawn from it); a track without one gets a bare caption."""
+    metas = {}
+    for track in data.tracks:
+        try:
+            metas[track.name] = json.loads((track.path / "meta.json").read_text())
+        except (OSError, ValueError):
+            metas[track.name] = {}
+    missing = [name for name, m in metas.items() if not {"style", "tempo", "key"} <= set(m)]
+    if missing:
+        raise InputError(f"{data.tracks[0].path.parent}: {len(missing)} track(s) have no meta.json with style, "
+                         f"tempo and key (e.g. {missing[0]})", "the clap stage trains on captioned tracks "
+                         "(mtldm data synth writes them)")
+    return metas
 
 
 def write_pipeline(cfg: TrainConfig, out: Path) -> None:
@@ -214,8 +387,8 @@ def write_pipeline(cfg: TrainConfig, out: Path) -> None:
     if chosen.is_file() and (out / "vocoder").is_dir():
         vocoder = json.loads(chosen.read_text())["chosen"]
     clap: dict = {"conditioning": "none"}
-    if cfg.unet.clap is not None:
-        clap_folder = cfg.unet.clap
+    clap_folder = clap_source(cfg, out)
+    if clap_folder is not None:
         if not (out / "clap").is_dir():
             save_component(lambda p: shutil.copytree(clap_folder, p, dirs_exist_ok=True), out / "clap")
         c = MixClap.rates(clap_folder)
@@ -226,6 +399,13 @@ def write_pipeline(cfg: TrainConfig, out: Path) -> None:
     from ..samplers import training_scheduler
 
     save_component(lambda p: training_scheduler().save_pretrained(p), out / "scheduler")
+
+
+def clap_source(cfg: TrainConfig, out: Path) -> Optional[Path]:
+    """The CLAP the UNet is conditioned on: unet.clap, else this run's own clap stage, else none."""
+    if cfg.unet.clap is not None:
+        return cfg.unet.clap
+    return out / "clap" if cfg.clap is not None else None
 
 
 class MixClap:
@@ -267,9 +447,14 @@ class MixClap:
 
 
 def build_vocoder(cfg: TrainConfig):
+    v = cfg.vocoder
+    if v.kind == "vocos":
+        from ..vocoders import VocosConfig, VocosVocoder
+
+        return VocosVocoder(VocosConfig(n_mels=cfg.audio.n_mels, dim=v.dim, intermediate_dim=v.intermediate_dim,
+                                        num_layers=v.num_layers, n_fft=cfg.audio.n_fft, hop_length=cfg.audio.hop_length))
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
-    v = cfg.vocoder
     return SpeechT5HifiGan(SpeechT5HifiGanConfig(
         model_in_dim=cfg.audio.n_mels, sampling_rate=cfg.audio.sample_rate,
         upsample_initial_channel=v.upsample_initial_channel, upsample_rates=list(v.upsample_rates),

@@ -21,6 +21,7 @@ class Validation:
     """Measurements of one run's validation windows (the same windows at every save)."""
 
     def __init__(self, trainer: Trainer):
+        self.trainer = trainer
         self.cfg, self.out, self.acc = trainer.cfg, trainer.out, trainer.acc
         self.front, self.frames, self.val = trainer.front, trainer.frames, trainer.val
         self._cache: dict = {}
@@ -69,8 +70,34 @@ class Validation:
         clips, mel = got
         if "mrstft_gl" not in self._cache:  # the true mels do not change: measure Griffin-Lim once
             self._cache["mrstft_gl"] = float(mrstft(self._griffin_lim(mel), clips))
-        self._write("vocoder", step, {"mrstft_hifigan": float(mrstft(voc(mel), clips)),
-                                      "mrstft_griffin_lim": self._cache["mrstft_gl"]})
+        wav = voc(mel)[..., :clips.shape[-1]]
+        self._write("vocoder", step, {"mrstft_vocoder": float(mrstft(wav, clips)),
+                                      "mrstft_griffin_lim": self._cache["mrstft_gl"],
+                                      "mel_l1_vocoder": float((self.front(wav, self.frames) - mel).abs().mean())})
+
+    @torch.no_grad()
+    def clap(self, model, processor, step: int) -> None:
+        """Text-to-audio retrieval among the validation windows (held-out phrasings): R@1, and chance."""
+        import random
+
+        from ..data.captions import caption
+        from .stages import clap_inputs, track_metas
+
+        c = self.cfg.clap
+        if self.cfg.data.validation is None or c is None:
+            return
+        if "clap" not in self._cache:
+            data = self.trainer.dataset(self.cfg.data.validation, c.seconds)
+            idx = np.unique(np.linspace(0, len(data) - 1, max(2, self.cfg.validation.items)).round().astype(int))
+            items = [data[(int(i), 0)] for i in idx]
+            metas, rng = track_metas(data), random.Random(0)
+            texts = [caption(metas[it["track"]], it["start"], c.seconds, rng, held_out=True) for it in items]
+            self._cache["clap"] = (texts, torch.stack([it["mix"] for it in items]))
+        texts, mix = self._cache["clap"]
+        out = model(**clap_inputs(processor, texts, mix, self.cfg.audio.sample_rate).to(self.acc.device), return_loss=True)
+        hits = out.logits_per_text.argmax(-1).cpu() == torch.arange(len(texts))
+        self._write("clap", step, {"loss": float(out.loss), "r1_text_to_audio": float(hits.float().mean()),
+                                   "r1_chance": 1 / len(texts)})
 
     @torch.no_grad()
     def unet(self, unet, vae, clap, step: int) -> None:
