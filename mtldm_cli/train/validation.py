@@ -81,7 +81,7 @@ class Validation:
         import random
 
         from ..data.captions import caption
-        from .stages import clap_inputs, track_metas
+        from .clap import clap_inputs, track_metas
 
         c = self.cfg.clap
         if self.cfg.data.validation is None or c is None:
