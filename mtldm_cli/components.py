@@ -71,13 +71,13 @@ def load_vocoder(config: PipelineConfig, folder: Path):
     if config.vocoder == "griffin-lim":
         return griffin_lim_vocoder(config.audio)
     if config.vocoder == "vocos":
-        from .vocoders import VocosVocoder
+        from .vocoders import VocosConfig, VocosVocoder
 
-        voc = VocosVocoder.from_pretrained(folder)
-        if voc.config.n_mels != config.audio.n_mels or voc.config.hop_length != config.audio.hop_length:
-            raise ValueError(f"the vocoder takes {voc.config.n_mels} mels at hop {voc.config.hop_length}, "
+        voc = VocosConfig.read(folder)
+        if voc.n_mels != config.audio.n_mels or voc.hop_length != config.audio.hop_length:
+            raise ValueError(f"the vocoder takes {voc.n_mels} mels at hop {voc.hop_length}, "
                              f"the model makes {config.audio.n_mels} at hop {config.audio.hop_length}")
-        return voc
+        return VocosVocoder.from_pretrained(folder)
     from transformers import SpeechT5HifiGan
 
     return SpeechT5HifiGan.from_pretrained(folder)

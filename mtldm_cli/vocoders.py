@@ -29,6 +29,10 @@ class VocosConfig(BaseModel):
     n_fft: int = Field(1024, ge=16)
     hop_length: int = Field(256, ge=1)
 
+    @classmethod
+    def read(cls, folder: str | Path) -> VocosConfig:
+        return cls.model_validate(json.loads((Path(folder) / CONFIG_NAME).read_text()))
+
 
 class VocosVocoder(torch.nn.Module):
     """Vocos' backbone and ISTFT head ("same" padding: ``frames * hop`` samples for ``frames`` frames)."""
@@ -42,6 +46,7 @@ class VocosVocoder(torch.nn.Module):
         self.backbone = VocosBackbone(input_channels=config.n_mels, dim=config.dim,
                                       intermediate_dim=config.intermediate_dim, num_layers=config.num_layers)
         self.head = ISTFTHead(dim=config.dim, n_fft=config.n_fft, hop_length=config.hop_length, padding="same")
+        compact_buffers(self)
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         single = logmel.dim() == 2
@@ -62,6 +67,14 @@ class VocosVocoder(torch.nn.Module):
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        model = cls(VocosConfig.model_validate(json.loads((folder / CONFIG_NAME).read_text())))
+        model = cls(VocosConfig.read(folder))
         model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
         return model.eval()
+
+
+def compact_buffers(module: torch.nn.Module) -> None:
+    """Give every buffer a storage of its own size: ``torch.hann_window`` returns a view of a longer
+    one, which safetensors (accelerate's checkpoints) refuses to save or load."""
+    for buf in module.buffers():
+        if buf.untyped_storage().nbytes() != buf.numel() * buf.element_size():
+            buf.data = buf.data.clone()

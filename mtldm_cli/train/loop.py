@@ -140,6 +140,9 @@ class Trainer:
         model.train()
         started = time.perf_counter()
         for step, batch in zip(range(start, opt_cfg.steps), loader):
+            # Dropout and anything else that draws from torch's global RNG: seeded from the step, so a
+            # resumed run draws what an uninterrupted one does (the data loader's own draws aside).
+            torch.manual_seed(int(step_generator(cfg.seed, sid, step, acc.process_index).initial_seed()) ^ 0x5EED)
             stems = batch["stems"].to(acc.device)
             extra: dict = {"batch": batch}
             if adversary is not None:

@@ -237,8 +237,11 @@ class Discriminators(torch.nn.Module):
         super().__init__()
         from vocos.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 
+        from ..vocoders import compact_buffers
+
         make = {"mpd": MultiPeriodDiscriminator, "mrd": lambda: MultiResolutionDiscriminator(fft_sizes=tuple(mrd_fft_sizes))}
         self.judges = torch.nn.ModuleDict({k: make[k]() for k in kinds})
+        compact_buffers(self)
 
     def forward(self, real: torch.Tensor, fake: torch.Tensor) -> Verdicts:
         return Verdicts([judge(real, fake) for judge in self.judges.values()])

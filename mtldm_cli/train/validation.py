@@ -94,7 +94,12 @@ class Validation:
             texts = [caption(metas[it["track"]], it["start"], c.seconds, rng, held_out=True) for it in items]
             self._cache["clap"] = (texts, torch.stack([it["mix"] for it in items]))
         texts, mix = self._cache["clap"]
-        out = model(**clap_inputs(processor, texts, mix, self.cfg.audio.sample_rate).to(self.acc.device), return_loss=True)
+        training = model.training
+        model.eval()  # no dropout, and batch norm's running statistics are read, never updated by validation
+        try:
+            out = model(**clap_inputs(processor, texts, mix, self.cfg.audio.sample_rate).to(self.acc.device), return_loss=True)
+        finally:
+            model.train(training)
         hits = out.logits_per_text.argmax(-1).cpu() == torch.arange(len(texts))
         self._write("clap", step, {"loss": float(out.loss), "r1_text_to_audio": float(hits.float().mean()),
                                    "r1_chance": 1 / len(texts)})

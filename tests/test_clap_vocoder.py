@@ -1,0 +1,181 @@
+"""Our own CLAP and the Vocos vocoder: trained by `mtldm train` on tiny configs, loaded through the
+loader a user's model takes, used by prompt, reference and arrangement; captions and resume."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from mtldm_cli.data.captions import HELD_OUT, OPENINGS, caption, sounding
+from mtldm_cli.data.render import synthesize
+from mtldm_cli.errors import InputError
+from mtldm_cli.train import load_config, train
+
+CLAP = {"steps": 4, "batch_size": 2, "lr": 1e-3, "seconds": 1.0, "hop_length": 320, "n_mels": 16, "spec_size": 32,
+        "patch_size": 2, "window_size": 4, "audio_hidden": 8, "audio_depths": [1, 1], "audio_heads": [1, 2],
+        "text_hidden": 16, "text_layers": 1, "text_heads": 2, "projection_dim": 16, "vocab_size": 1000, "max_tokens": 64}
+CONFIG = {
+    "name": "tiny-clap-vocos", "audio": {"segment_frames": 64},
+    "clap": CLAP,
+    "vae": {"steps": 2, "batch_size": 2, "block_out_channels": [8, 16], "norm_groups": 4, "lr": 1e-3},
+    "unet": {"steps": 2, "batch_size": 2, "lr": 1e-3, "ema_decay": 0.9,
+             "unet": {"model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [2],
+                      "num_head_channels": 16, "norm_groups": 8, "cond_dim": 16}},
+    "vocoder": {"kind": "vocos", "steps": 4, "batch_size": 2, "lr": 1e-3, "dim": 16, "intermediate_dim": 32,
+                "num_layers": 1, "window_frames": 16, "discriminators": ["mpd", "mrd"], "adversarial_start": 2},
+    "validation": {"items": 2, "samples": 0},
+    "sampling": {"steps": 3}, "save_every": 1, "log_every": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("clap-vocos")
+    synthesize(root / "train", tracks=2, seconds=3.0, seed=0)
+    synthesize(root / "val", tracks=1, seconds=3.0, seed=0, split="validation")
+    (root / "c.yaml").write_text(yaml.safe_dump({**CONFIG, "data": {"train": str(root / "train"), "validation": str(root / "val")}}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(root) -> Path:
+    return train(root / "c.yaml", root / "model")
+
+
+def _pipe(folder):
+    from mtldm_cli import MultiTrackPipeline
+
+    return MultiTrackPipeline.from_pretrained(str(folder), device="cpu")
+
+
+def test_trained_clap_and_vocos_load_through_the_user_loader(model):
+    from transformers import ClapModel
+
+    from mtldm_cli.vocoders import VocosVocoder
+
+    pipe = _pipe(model)
+    assert pipe.conditional and pipe.config.vocoder == "vocos" and isinstance(pipe.codec.vocoder, VocosVocoder)
+    assert isinstance(pipe.conditioner.clap, ClapModel)
+    assert pipe.config.clap_sample_rate == 16000 and pipe.config.clap_max_seconds == CLAP["seconds"]
+    assert sorted(p.name for p in (model / "clap").iterdir()) == [
+        "config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json"]
+
+
+def test_prompt_reference_and_arrange_steer_the_conditioned_model(model, root):
+    pipe = _pipe(model)
+    track = root / "train" / "Track0000000"
+    a = pipe.generate(prompt="a fast funk song at 110 BPM", duration=0.64, seed=0)
+    b = pipe.generate(prompt="a slow ballad in D minor with grand piano", duration=0.64, seed=0)
+    c = pipe.condition(track / "mix.wav", duration=0.64, seed=0)
+    d = pipe.arrange(given={"bass": track / "bass.wav"}, want=["piano"], prompt="a slow ballad", seed=0)
+    for out in (a, b, c):
+        wav = np.stack(list(out.stems.values()))
+        assert wav.shape == (4, 10240) and np.isfinite(wav).all() and np.abs(wav).max() > 0
+    assert set(d.stems) == {"bass", "piano"} and np.isfinite(d.stems["piano"]).all()
+    assert not np.array_equal(a.stems["drums"], b.stems["drums"])  # the prompt reaches the UNet
+    assert not np.array_equal(a.stems["drums"], c.stems["drums"])
+
+
+def test_validation_and_losses_of_the_new_stages_are_logged(model):
+    import csv
+
+    with open(model / "training" / "validation.csv", newline="") as f:
+        seen = {(r["stage"], r["metric"]) for r in csv.DictReader(f)}
+    assert {("clap", "r1_text_to_audio"), ("clap", "r1_chance"), ("vocoder", "mrstft_vocoder"),
+            ("vocoder", "mel_l1_vocoder"), ("vocoder", "mrstft_griffin_lim")} <= seen
+    with open(model / "training" / "log.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["stage"] in ("clap", "vocoder")]
+    disc = {int(r["step"]): r["disc"] for r in rows if r["stage"] == "vocoder"}
+    assert disc[1] == disc[2] == "" and all(float(disc[s]) > 0 for s in (3, 4))  # discriminators from step 2 on
+    assert all(0 <= float(r["accuracy"]) <= 1 for r in rows if r["stage"] == "clap")
+    choice = json.loads((model / "training" / "vocoder.json").read_text())
+    assert choice["chosen"] == "vocos" and not choice["fallback"]
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stage, weights", [("clap", "clap/model.safetensors"),
+                                            ("vocoder", "training/vocoder-trained/model.safetensors")])
+def test_clap_and_adversarial_vocoder_resume_to_the_same_weights(root, model, tmp_path, stage, weights):
+    """Stopped after step 3 (past the discriminators' start), resumed: bit for bit the uninterrupted run."""
+    out = tmp_path / "run"
+
+    def stop(p):
+        if p["stage"] == stage and p["i"] == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(root / "c.yaml", out, stages=(stage,), progress=stop)
+    assert json.loads((out / "training" / stage / "step.json").read_text())["step"] == 3
+    train(root / "c.yaml", out, stages=(stage,))
+    a, b = load_file(model / weights), load_file(out / weights)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_clap_tokenizer_covers_every_caption(model, root):
+    from transformers import ClapProcessor
+
+    tok = ClapProcessor.from_pretrained(model / "clap").tokenizer
+    meta = json.loads((root / "train" / "Track0000000" / "meta.json").read_text())
+    rng = random.Random(0)
+    for held_out in (False, True):
+        for _ in range(50):
+            ids = tok(caption(meta, rng.uniform(0, 2), 1.0, rng, held_out=held_out)).input_ids
+            assert tok.unk_token_id not in ids and len(ids) <= CLAP["max_tokens"]
+
+
+def test_captions_vary_keep_the_facts_and_hold_out_phrasings(root):
+    meta = json.loads((root / "train" / "Track0000000" / "meta.json").read_text())
+    rng = random.Random(0)
+    train_caps = {caption(meta, 0.0, 1.0, rng) for _ in range(200)}
+    held = {caption(meta, 0.0, 1.0, rng, held_out=True) for _ in range(50)}
+    assert len(train_caps) > 50  # varied wording
+    for cap in train_caps | held:
+        assert meta["style"] in cap and cap.count(",") >= 1
+    openings_held = {o.split("{")[0] for o in OPENINGS[-HELD_OUT:]}
+    for cap in train_caps:
+        assert not any(cap.startswith(o.format(pace=p, style=meta["style"]))
+                       for o in OPENINGS[-HELD_OUT:] for p in ("slow", "laid-back", "upbeat", "fast"))
+    assert openings_held
+    assert any(str(round(meta["tempo"])) in c for c in train_caps) and any(meta["key"] in c for c in train_caps)
+
+
+def test_sounding_stems_follow_the_silent_sections():
+    meta = {"programs": {"bass": {}, "drums": {}, "guitar": {}, "piano": {}},
+            "sections": [{"name": "intro", "start": 0.0, "end": 4.0, "silent": ["bass", "drums"]},
+                         {"name": "verse", "start": 4.0, "end": 8.0, "silent": []}]}
+    assert sounding(meta, 0.0, 3.0) == ["guitar", "piano"]
+    assert sounding(meta, 3.0, 3.0) == ["bass", "drums", "guitar", "piano"]
+
+
+def test_clap_config_errors(root):
+    base = yaml.safe_load((root / "c.yaml").read_text())
+    cases = [({"clap": {**CLAP, "seconds": 10.0}}, "raise clap.hop_length"),
+             ({"clap": {**CLAP, "spec_size": 24}}, "multiple of clap.n_mels"),
+             ({"unet": {**CONFIG["unet"], "unet": {**CONFIG["unet"]["unet"], "cond_dim": 32}}}, "must be clap.projection_dim")]
+    for extra, msg in cases:
+        path = root / "bad.yaml"
+        path.write_text(yaml.safe_dump({**base, **extra}))
+        with pytest.raises(InputError, match=msg):
+            load_config(path)
+
+
+def test_a_vocoder_that_does_not_fit_the_front_end_is_a_model_error(model, tmp_path):
+    from mtldm_cli.errors import ModelError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(model, bad)
+    cfg = json.loads((bad / "vocoder" / "config.json").read_text())
+    (bad / "vocoder" / "config.json").write_text(json.dumps({**cfg, "n_mels": 80}))
+    with pytest.raises(ModelError, match="80 mels"):
+        _pipe(bad)
