@@ -136,6 +136,40 @@ def chroma_agreement(a: np.ndarray, b: np.ndarray, sample_rate: int) -> float:
     return float(np.dot(x, y) / den) if den > 0 else 0.0
 
 
+# Krumhansl-Kessler key profiles (probe-tone ratings), tonic first.
+KEY_PROFILES = {
+    "major": np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]),
+    "minor": np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17]),
+}
+
+
+def estimate_key(wav: np.ndarray, sample_rate: int) -> tuple[int, str]:
+    """(tonic pitch class, mode) whose Krumhansl-Kessler profile correlates best with the chroma."""
+    profile = chroma(wav, sample_rate)
+    best, key = -np.inf, (0, "major")
+    for mode, template in KEY_PROFILES.items():
+        for tonic in range(12):
+            r = np.corrcoef(profile, np.roll(template, tonic))[0, 1]
+            if r > best:
+                best, key = r, (tonic, mode)
+    return key
+
+
+def key_agreement(stems: list[np.ndarray], sample_rate: int) -> float:
+    """Share of pairs of (pitched) stems whose estimated keys are the same: do they play in one key?"""
+    keys = [estimate_key(w, sample_rate) for w in stems]
+    pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
+    return float(np.mean([a == b for a, b in pairs])) if pairs else float("nan")
+
+
+def onset_sharpness(wav: np.ndarray, sample_rate: int) -> float:
+    """How peaked the onset envelope is: its top 2% over its mean (sharp attacks score high)."""
+    flux = onset_envelope(wav, sample_rate)
+    flux = flux - flux.min()
+    mean = flux.mean()
+    return float(np.quantile(flux, 0.98) / mean) if mean > 0 else 0.0
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two sets of embeddings ``[N, D]`` (FAD's formula)."""
     from scipy import linalg

@@ -99,3 +99,31 @@ def test_si_sdr_matches_fast_bss_eval_on_random_signals():
         theirs = fast_bss_eval.si_sdr(ref, est, zero_mean=False, clamp_db=None)
         ours = [si_sdr(e, r) for e, r in zip(est, ref)]
         assert np.allclose(ours, theirs, atol=1e-6), (ours, theirs)
+
+
+def _tones(pitches, seconds=2.0, rate=16000):
+    t = np.arange(int(seconds * rate)) / rate
+    return sum(np.sin(2 * np.pi * 440.0 * 2 ** ((p - 69) / 12) * t) for p in pitches) / len(pitches)
+
+
+def test_estimate_key_finds_the_tonic_and_mode_of_triads():
+    from mtldm_cli.metrics import estimate_key, key_agreement
+
+    rate = 16000
+    # I-IV-V-I in G major, and i-iv-V-i in A minor, each chord half a second
+    g_major = np.concatenate([_tones(c, 0.5) for c in ((55, 59, 62), (60, 64, 67), (62, 66, 69), (55, 59, 62))])
+    a_minor = np.concatenate([_tones(c, 0.5) for c in ((57, 60, 64), (62, 65, 69), (64, 68, 71), (57, 60, 64))])
+    assert estimate_key(g_major, rate) == (7, "major")
+    assert estimate_key(a_minor, rate) == (9, "minor")
+    assert key_agreement([g_major, g_major * 0.5], rate) == 1.0
+    assert key_agreement([g_major, a_minor], rate) == 0.0
+
+
+def test_onset_sharpness_tells_struck_notes_from_a_drone():
+    from mtldm_cli.metrics import onset_sharpness
+
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    drone = np.sin(2 * np.pi * 220 * t)
+    struck = drone * np.exp(-8 * (t % 0.25))  # a new attack every quarter second
+    assert onset_sharpness(struck, rate) > 2 * onset_sharpness(drone, rate)
