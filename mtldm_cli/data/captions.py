@@ -8,6 +8,7 @@ text encoder is scored on sentences it never saw in training.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator, Mapping
 
 from .compose import NOTE_NAMES, PROGRAMS, STYLES
@@ -75,7 +76,8 @@ def caption(meta: Mapping, start: float, seconds: float, rng: random.Random, *, 
         clauses.append(pick(METER[beats]))
     rng.shuffle(clauses)
     keep = clauses[: rng.randint(max(1, len(clauses) - 2), len(clauses))]
-    return ", ".join([pick(OPENINGS).format(pace=pace(tempo), style=style), *keep])
+    text = ", ".join([pick(OPENINGS).format(pace=pace(tempo), style=style), *keep])
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)
 
 
 def vocabulary_corpus() -> Iterator[str]:
