@@ -34,8 +34,7 @@ from benchmarks.common import machine_report
 from mtldm_cli.conditioning import clap_audio_embedding, clap_text_embedding
 from mtldm_cli.data.captions import PACES, caption, pace
 from mtldm_cli.data.compose import STYLES
-from mtldm_cli.data.datasets import scan
-from mtldm_cli.data.datasets import read_segment
+from mtldm_cli.data.datasets import read_segment, scan
 
 ROOT = Path(__file__).resolve().parents[1]
 

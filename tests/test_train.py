@@ -182,7 +182,8 @@ def test_resume_refuses_another_config_and_no_resume_needs_force(cli, config, tr
 
 @pytest.fixture(scope="module")
 def full(data, tmp_path_factory) -> Path:
-    """Every stage on a tiny config: CLAP-conditioned UNet, HiFi-GAN vocoder, validation at each save."""
+    """Every stage on a tiny config: a UNet conditioned on a given CLAP folder, a HiFi-GAN vocoder with
+    Vocos' multi-resolution discriminator from step 3, validation at each save."""
     from mtldm_cli.config import PipelineConfig
     from mtldm_cli.tiny import CLAP_DIM, tiny_clap
 
@@ -193,7 +194,8 @@ def full(data, tmp_path_factory) -> Path:
            "unet": {**TINY["unet"], "steps": 4, "clap": str(root / "clap"),
                     "unet": {**TINY["unet"]["unet"], "cond_dim": CLAP_DIM}},
            "vocoder": {"kind": "hifigan", "steps": 4, "batch_size": 2, "upsample_initial_channel": 16,
-                       "upsample_rates": [4, 4, 10], "window_frames": 16},
+                       "upsample_rates": [4, 4, 10], "window_frames": 16, "discriminators": ["mrd"],
+                       "mrd_fft_sizes": [512, 256], "adversarial_start": 3},
            "validation": {"items": 2, "samples": 1, "sample_steps": 2}, "save_every": 2}
     (root / "full.yaml").write_text(yaml.safe_dump(cfg))
     train(root / "full.yaml", root / "model")
@@ -211,6 +213,9 @@ def test_clap_conditioned_training_makes_a_conditional_model(full, data):
     out = pipe.condition(data / "Track0000000" / "mix.wav", duration=0.64, seed=0)
     wav = np.stack(list(out.stems.values()))
     assert wav.shape == (4, 10240) and np.isfinite(wav).all()
+    with open(full / "training" / "log.csv") as f:
+        disc = [r.split(",")[6] for r in f.read().splitlines()[1:] if r.startswith("vocoder,")]
+    assert disc[:3] == ["", "", ""] and float(disc[3]) > 0  # the discriminator joined at step 3
 
 
 def test_validation_is_logged_at_every_save_with_sampled_clips(full):

@@ -149,6 +149,7 @@ class Trainer:
                 adversarial = step >= adversary.start
                 extra["disc"] = disc if adversarial else None
                 if adversarial:
+                    assert disc is not None and opt_d is not None
                     with acc.autocast():
                         d_loss = adversary.loss(model, disc, stems, step_generator(cfg.seed, sid, step, acc.process_index))
                     acc.backward(d_loss)

@@ -257,20 +257,20 @@ class Verdicts:
     def discriminator_loss(self) -> torch.Tensor:
         from vocos.loss import DiscriminatorLoss
 
-        total = 0
+        losses = []
         for real, fake, _, _ in self.outputs:
             loss, per_real, _ = DiscriminatorLoss()(real, fake)
-            total = total + loss / len(per_real)
-        return total
+            losses.append(loss / len(per_real))
+        return torch.stack(losses).sum()
 
     def generator_loss(self) -> torch.Tensor:
         from vocos.loss import FeatureMatchingLoss, GeneratorLoss
 
-        total = 0
+        losses = []
         for _, fake, fmap_real, fmap_fake in self.outputs:
             adv, per = GeneratorLoss()(fake)
-            total = total + adv / len(per) + FeatureMatchingLoss()(fmap_real, fmap_fake) / len(fmap_real)
-        return total
+            losses.append(adv / len(per) + FeatureMatchingLoss()(fmap_real, fmap_fake) / len(fmap_real))
+        return torch.stack(losses).sum()
 
 
 class ClapStage(Stage):
