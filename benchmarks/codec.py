@@ -3,7 +3,7 @@ through front end + VAE + vocoder, each beside Griffin-Lim on the same front end
 
     python benchmarks/codec.py                                   # demo (v1) beside models/demo-v2
     python benchmarks/codec.py --codec v1=demo --codec v2=models/v2-codec --tracks 16
-    python benchmarks/codec.py --quick                           # 3 tracks, crepe tiny
+    python benchmarks/codec.py --quick                           # 3 tracks
 
 A codec is a model name or folder (pipeline.json), or a training run folder (training/config.json
 with vae/ and vocoder/ or training/vocoder-trained/). Every figure is over one 10.24 s window per
@@ -144,12 +144,12 @@ def main() -> None:
     ap.add_argument("--codec", action="append", help="NAME=MODEL_OR_FOLDER (repeatable)")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "mini-slakh" / "test")
     ap.add_argument("--tracks", type=int, default=16)
-    ap.add_argument("--crepe", choices=("tiny", "full"), default="full")
+    ap.add_argument("--crepe", choices=("tiny", "full"), default="tiny", help="torchcrepe model (full: slower, a little more exact)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="3 tracks, crepe tiny: a smoke run")
+    ap.add_argument("--quick", action="store_true", help="3 tracks: a smoke run")
     args = ap.parse_args()
     if args.quick:
-        args.tracks, args.crepe = 3, "tiny"
+        args.tracks = 3
     torch.set_num_threads(args.threads)
     if not args.data.is_dir():
         from mtldm_cli.data.render import synthesize

@@ -179,3 +179,14 @@ def test_a_vocoder_that_does_not_fit_the_front_end_is_a_model_error(model, tmp_p
     (bad / "vocoder" / "config.json").write_text(json.dumps({**cfg, "n_mels": 80}))
     with pytest.raises(ModelError, match="80 mels"):
         _pipe(bad)
+
+
+def test_the_cli_takes_a_prompt_and_a_reference_with_the_trained_model(cli, model, root, tmp_path):
+    r = cli("generate", "--model", model, "--prompt", "an upbeat rock song at 120 BPM", "--duration", "0.64",
+            "--out", tmp_path / "g", "--json", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["ok"] and (tmp_path / "g" / "mix.wav").is_file()
+    r = cli("condition", "--model", model, "--ref", root / "train" / "Track0000000" / "mix.wav", "--duration", "0.64",
+            "--out", tmp_path / "c", "--json", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["model"]
