@@ -39,6 +39,9 @@ class UNetConfig(BaseModel):
     cond_dim: int | None = 512
     norm_groups: int = 32
     dropout: float = 0.0
+    # An arrangement-trained UNet (ours; the published one is not): its input also carries the given
+    # stems' clean latents and their mask, so it conditions on them instead of only being imputed.
+    arrangement: bool = False
 
     @property
     def downsample_factor(self) -> int:
@@ -154,7 +157,7 @@ class MultiTrackUNet(nn.Module):
         def res(cin, cout):
             return ResBlock(cin, cout, emb_dim, g, cfg.dropout)
 
-        self.input_blocks = nn.ModuleList([Stage([nn.Conv3d(cfg.stems, mc, 3, padding=1)])])
+        self.input_blocks = nn.ModuleList([Stage([nn.Conv3d(cfg.stems * (3 if cfg.arrangement else 1), mc, 3, padding=1)])])
         skips, ch, ds = [mc], mc, 1
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
@@ -182,7 +185,16 @@ class MultiTrackUNet(nn.Module):
                 self.output_blocks.append(stage)
         self.out = nn.Sequential(GroupNorm32(g, ch), nn.SiLU(), _zero(nn.Conv3d(ch, cfg.stems, 3, padding=1)))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+                given: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``given = (x0, mask)``: the known stems' clean latents and a mask broadcastable to ``x``
+        (1 where known); only an arrangement UNet takes it, and without it generates every stem."""
+        if self.config.arrangement:
+            x0, mask = (torch.zeros_like(x), torch.zeros_like(x)) if given is None else given
+            mask = mask.to(x).expand_as(x)
+            x = torch.cat([x, x0.to(x) * mask, mask], dim=1)
+        elif given is not None:
+            raise ValueError("this UNet was not trained for arrangement: impute the given stems instead")
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         dtype = next(self.time_embed.parameters()).dtype

@@ -286,10 +286,14 @@ class MultiTrackPipeline:
         guidance = opts.guidance
         if cond is None:
             cond, guidance = uncond, 1.0
-        model_fn = cfg_model_fn(self.unet, cond, uncond, guidance)
         windows = self.codec.latent_windows(latent_frames)
         t0 = time.perf_counter()
-        z = sample_windows(model_fn, shape, windows, self.scheduler, opts, generator=g, device=self.device,
+        takes_given = self.unet.config.arrangement  # else the known latents are only imputed
+
+        def model_for(k: Known | None):
+            return cfg_model_fn(self.unet, cond, uncond, guidance, given=k if takes_given else None)
+
+        z = sample_windows(model_for, shape, windows, self.scheduler, opts, generator=g, device=self.device,
                            known=known, callback=callback)
         t1 = time.perf_counter()
         wav = self.codec.decode(z, samples)

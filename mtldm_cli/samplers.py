@@ -26,17 +26,22 @@ def training_scheduler(**overrides):
     } | overrides)
 
 
-def cfg_model_fn(unet, cond: torch.Tensor | None, uncond: torch.Tensor | None, scale: float) -> ModelFn:
+def cfg_model_fn(unet, cond: torch.Tensor | None, uncond: torch.Tensor | None, scale: float,
+                 given: tuple[torch.Tensor, torch.Tensor] | None = None) -> ModelFn:
     """Classifier-free guidance ``e_u + s (e_c - e_u)`` with both passes in one batched forward.
 
-    With ``scale == 1`` (or no unconditional embedding) only the conditional pass runs.
+    With ``scale == 1`` (or no unconditional embedding) only the conditional pass runs. ``given``
+    (known latents and mask) goes to an arrangement-trained UNet, in both passes.
     """
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         tt = t.expand(x.shape[0]) if t.ndim == 0 else t
+        extra: dict = {} if given is None else {"given": given}
         if cond is None or uncond is None or scale == 1.0:
-            return unet(x, tt, cond)
-        e_u, e_c = unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([uncond, cond])).chunk(2)
+            return unet(x, tt, cond, **extra)
+        if given is not None:
+            extra = {"given": tuple(torch.cat([v.expand(x.shape[0], *v.shape[1:])] * 2) for v in given)}
+        e_u, e_c = unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([uncond, cond]), **extra).chunk(2)
         return e_u + scale * (e_c - e_u)
 
     return fn

@@ -40,12 +40,15 @@ def denoise(model_fn: ModelFn, x: torch.Tensor, scheduler, options: SamplingOpti
     return sample_scheduler(model_fn, x, sched, generator=generator, known=known, callback=callback)
 
 
-def sample_windows(model_fn: ModelFn, shape: tuple[int, ...], windows: list[Window], scheduler,
-                   options: SamplingOptions, *, generator: torch.Generator, device: torch.device,
+def sample_windows(model_for: Callable[[Known | None], ModelFn], shape: tuple[int, ...], windows: list[Window],
+                   scheduler, options: SamplingOptions, *, generator: torch.Generator, device: torch.device,
                    known: Known | None = None, callback: Callable[[dict], None] | None = None) -> torch.Tensor:
     """Latents of ``shape`` ``[B, S, C, latent_frames, F]``, sampled window by window.
 
     ``known`` holds full-length latents and a per-stem mask ``[B, S, 1, 1, 1]`` (arrangement).
+    ``model_for(known)`` is the noise predictor of a window whose known latents and mask (the given
+    stems, and the overlap with the previous window) are ``known``: most UNets ignore them (they are
+    imputed), an arrangement-trained one takes them as input.
     ``callback`` sees each step with ``i``/``total`` counted over all windows and the ``window``.
     """
     z = torch.zeros(shape, device=device)
@@ -60,8 +63,8 @@ def sample_windows(model_fn: ModelFn, shape: tuple[int, ...], windows: list[Wind
         if w.before:  # the overlap with the previous window is known
             x0[..., :w.before, :] = z[..., w.start:w.start + w.before, :]
             mask[..., :w.before, :] = 1.0
-        z[..., w.start:w.stop, :] = denoise(model_fn, x, scheduler, options, generator=generator,
-                                            known=(x0, mask) if mask.any() else None,
+        window_known = (x0, mask) if mask.any() else None
+        z[..., w.start:w.stop, :] = denoise(model_for(window_known), x, scheduler, options, generator=generator, known=window_known,
                                             callback=per_window(callback, w, len(windows), steps, "window"))
     return z
 

@@ -281,3 +281,51 @@ def test_vocoder_and_window_config_errors(tmp_path, data):
         path.write_text(yaml.safe_dump({**base, **extra}))
         with pytest.raises(InputError, match=msg):
             load_config(path)
+
+
+# ----- an arrangement-trained UNet: given stems and their mask as input ------------------------------
+
+def test_arrangement_masks_give_proper_subsets_and_prefixes():
+    from mtldm_cli.train.stages import arrangement_masks
+
+    g = torch.Generator().manual_seed(0)
+    m = arrangement_masks((2000, 4, 8, 16, 8), 0.8, 0.2, g)
+    per_stem = m[:, :, 0, -1, 0]  # the last frame is never in a prefix
+    given = per_stem.sum(1)
+    assert set(given.unique().tolist()) == {0.0, 1.0, 2.0, 3.0}  # never all four stems
+    assert abs(float((given > 0).float().mean()) - 0.8) < 0.04
+    assert len({tuple(r.tolist()) for r in per_stem}) == 15  # all 14 proper subsets, and none
+    prefix = m[:, :, 0, 0, 0].sum(1) == 4
+    assert 0.1 < float(prefix.float().mean()) < 0.4
+    assert bool((m[prefix][:, :, 0, 8:, 0].sum((1, 2)) < 4 * 8).all())  # at most half the window
+
+
+def test_an_arrangement_trained_unet_is_given_the_stems(data, tmp_path):
+    from mtldm_cli import MultiTrackPipeline
+
+    cfg = {**TINY, "data": {"train": str(data)}, "unet": {**TINY["unet"], "steps": 2,
+                                                          "unet": {**TINY["unet"]["unet"], "arrangement": True}}}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
+    pipe = MultiTrackPipeline.from_pretrained(str(train(tmp_path / "a.yaml", tmp_path / "model")), device="cpu")
+    assert pipe.unet.config.arrangement
+    seen = []
+    forward = pipe.unet.forward
+
+    def spy(x, t, cond=None, given=None):
+        seen.append(given)
+        return forward(x, t, cond, given=given)
+
+    pipe.unet.forward = spy
+    out = pipe.arrange(given={"bass": data / "Track0000000" / "bass.wav"}, want=["piano"], seed=0)
+    assert set(out.stems) == {"bass", "piano"} and np.isfinite(out.stems["piano"]).all()
+    x0, mask = seen[0]
+    assert mask.flatten(2).amax(-1).squeeze(0).tolist() == [1.0, 0.0, 0.0, 0.0]  # bass given
+    assert x0[:, 0].abs().sum() > 0
+    seen.clear()
+    pipe.generate(duration=0.64, seed=0)
+    assert seen and all(g is None for g in seen)  # total generation: nothing given
+    with pytest.raises(ValueError, match="not trained for arrangement"):
+        from mtldm_cli.model import MultiTrackUNet, UNetConfig
+
+        unet = MultiTrackUNet(UNetConfig(**{**TINY["unet"]["unet"], "arrangement": False}))
+        unet(torch.zeros(1, 4, 8, 8, 8), torch.tensor(1), given=(torch.zeros(1, 4, 8, 8, 8), torch.zeros(1, 4, 1, 1, 1)))

@@ -59,6 +59,11 @@ class UNetTrain(Optim):
     # null embedding (CLAP of the empty text) for a null_fraction of the items, for guidance.
     clap: Optional[Path] = None
     null_fraction: float = Field(0.1, ge=0, le=1)
+    # With unet.unet.arrangement: the share of items that are given some stems (a random non-empty
+    # proper subset, each of the 2^S - 2 alike; the rest generate every stem), and the share whose
+    # first frames (up to half the window) are known for every stem, as a window's overlap is.
+    given_fraction: float = Field(0.8, ge=0, le=1)
+    prefix_fraction: float = Field(0.2, ge=0, le=1)
 
 
 class VocoderTrain(Optim):

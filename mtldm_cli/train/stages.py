@@ -102,6 +102,7 @@ class UNetStage(Stage):
         ema.to(self.acc.device)
         alphas = training_scheduler().alphas_cumprod
         front, frames = self.front, self.frames
+        arrangement = cfg.unet.unet.arrangement
 
         def loss_fn(model, stems, g, **_):
             b, s = stems.shape[:2]
@@ -112,8 +113,12 @@ class UNetStage(Stage):
             t = torch.randint(0, len(alphas), (b,), generator=g).to(stems.device)
             noise = torch.randn(x0.shape, generator=g).to(stems.device)
             a = alphas.to(stems.device)[t].view(b, 1, 1, 1, 1)
-            eps = model(q_sample(x0, a, noise), t, cond)
-            return F.mse_loss(eps.float(), noise), {}
+            if not arrangement:
+                return F.mse_loss(model(q_sample(x0, a, noise), t, cond).float(), noise), {}
+            mask = arrangement_masks(x0.shape, cfg.unet.given_fraction, cfg.unet.prefix_fraction, g).to(x0)
+            eps = model(q_sample(x0, a, noise), t, cond, given=(x0, mask))
+            unknown = 1 - mask.expand_as(x0)  # the given parts' noise is computable from the input: not learnt
+            return ((eps.float() - noise) ** 2 * unknown).sum() / unknown.sum().clamp(min=1), {}
 
         def export(step):
             m = self.acc.unwrap_model(unet)
@@ -157,6 +162,25 @@ class UNetStage(Stage):
         if self.acc.is_main_process:
             save_component(lambda p: vae.save_pretrained(p), self.out / "vae")
         self.acc.wait_for_everyone()
+
+
+def arrangement_masks(shape: tuple[int, ...], given_fraction: float, prefix_fraction: float,
+                      g: torch.Generator) -> torch.Tensor:
+    """``[B, S, 1, T, 1]`` masks (1 = known) for arrangement training: some items are given a random
+    non-empty proper subset of the stems, some also know every stem's first frames (a window's overlap)."""
+    b, s, _, frames, _ = shape
+    mask = torch.zeros(b, s, 1, frames, 1)
+    subsets = torch.randint(1, 2**s - 1, (b,), generator=g)
+    given = torch.rand(b, generator=g) < given_fraction
+    prefix = torch.rand(b, generator=g) < prefix_fraction
+    cut = torch.randint(1, max(2, frames // 2 + 1), (b,), generator=g)
+    for i in range(b):
+        if given[i]:
+            bits = [(int(subsets[i]) >> k) & 1 for k in range(s)]
+            mask[i, :, 0, :, 0] = torch.tensor(bits, dtype=mask.dtype)[:, None]
+        if prefix[i]:
+            mask[i, :, 0, : int(cut[i]), 0] = 1.0
+    return mask
 
 
 class VocoderStage(Stage):
