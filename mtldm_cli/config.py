@@ -60,6 +60,8 @@ class SamplingDefaults(BaseModel):
     eta: float = 1.0  # DDIM only
     guidance: float = 2.0
     arrange_guidance: float = 1.0
+    arrange_resample: int = 1  # RePaint: times each step of an arrangement is made (DDIM only)
+    arrange_reconstruction: float = 0.0  # reconstruction guidance weight of an arrangement
     separate_steps: int = 150
     window_overlap_seconds: float = 2.56  # long audio: overlap between consecutive windows
 

@@ -55,14 +55,21 @@ class SamplingOptions(_Options):
     guidance: float = Field(ge=0.0)
     seed: int = Field(ge=0, le=MAX_SEED)
     preset: Preset | None = None
+    # arrangement only: RePaint's resampling (each step made `resample` times, re-noised between:
+    # DDIM only) and reconstruction guidance (Ho et al.: the unknown stems pulled by the gradient of
+    # the given stems' reconstruction error, weight `reconstruction`)
+    resample: int = Field(1, ge=1, le=20)
+    reconstruction: float = Field(0.0, ge=0.0)
 
     @classmethod
     def resolve(cls, defaults: SamplingDefaults, *, task: str = "generate", preset: str | None = None,
                 sampler: str | None = None, steps: int | None = None, eta: float | None = None,
-                guidance: float | None = None, seed: int | None = None) -> SamplingOptions:
+                guidance: float | None = None, seed: int | None = None, resample: int | None = None,
+                reconstruction: float | None = None) -> SamplingOptions:
         """``defaults`` (a model's), then ``preset``, then every value given explicitly.
 
-        ``task`` "arrange" takes the model's arrangement guidance as its default guidance.
+        ``task`` "arrange" takes the model's arrangement guidance, resampling and reconstruction
+        guidance as its defaults; the other tasks refuse the last two.
         """
         base = defaults.model_dump()
         if preset is not None:
@@ -71,9 +78,18 @@ class SamplingOptions(_Options):
             base |= PRESETS[preset]
         values = {k: base[k] for k in ("sampler", "steps", "eta")}
         values["guidance"] = base["arrange_guidance"] if task == "arrange" else base["guidance"]
-        given = dict(sampler=sampler, steps=steps, eta=eta, guidance=guidance)
+        if task == "arrange":
+            values |= {"resample": base["arrange_resample"], "reconstruction": base["arrange_reconstruction"]}
+        elif resample not in (None, 1) or reconstruction not in (None, 0.0):
+            raise InputError("{resample} and {reconstruction} steer an arrangement: only arrange takes them",
+                             resample=resample, reconstruction=reconstruction)
+        given = dict(sampler=sampler, steps=steps, eta=eta, guidance=guidance, resample=resample, reconstruction=reconstruction)
         values |= {k: v for k, v in given.items() if v is not None}
-        return cls._build(values | {"seed": _seed(seed), "preset": preset})
+        opts = cls._build(values | {"seed": _seed(seed), "preset": preset})
+        if opts.resample > 1 and opts.sampler != "ddim":
+            raise InputError("{resample}: RePaint resampling needs the ddim sampler (DPM-Solver++ is multistep)",
+                             "add {sampler}", resample=opts.resample, sampler="ddim")
+        return opts
 
 
 class SeparationOptions(_Options):

@@ -47,6 +47,29 @@ def cfg_model_fn(unet, cond: torch.Tensor | None, uncond: torch.Tensor | None, s
     return fn
 
 
+def reconstruction_guided(model_fn: ModelFn, alphas_cumprod: torch.Tensor, known: tuple[torch.Tensor, torch.Tensor],
+                          weight: float) -> ModelFn:
+    """Reconstruction guidance (Ho et al., Video Diffusion Models): the unknown parts' clean estimate
+    moves against the gradient of the known parts' reconstruction error,
+    ``x0_u -= weight * sqrt(a_t) / 2 * grad_{x_u} |x0_known - x0_hat_known(x)|^2``, and the noise
+    prediction is made consistent with it. Costs a backward pass through the model per step.
+    """
+    x0_known, mask = known
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = alphas_cumprod.to(x.device, torch.float64)[t.long()].to(x.dtype)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            eps = model_fn(xg, t)
+            x0 = (xg - (1 - a).sqrt() * eps) / a.sqrt()
+            error = ((x0 - x0_known) * mask).pow(2).sum()
+            (grad,) = torch.autograd.grad(error, xg)
+        x0 = x0.detach() - weight * a.sqrt() / 2 * grad * (1 - mask)
+        return ((x - a.sqrt() * x0) / (1 - a).sqrt()).detach()
+
+    return fn
+
+
 def q_sample(x0: torch.Tensor, alpha_bar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Forward diffusion: ``x_t = sqrt(a) x0 + sqrt(1 - a) eps``."""
     return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
@@ -72,6 +95,7 @@ def sample_ddim(
     final_alpha: float | None = None,
     generator: torch.Generator | None = None,
     known: tuple[torch.Tensor, torch.Tensor] | None = None,
+    resample: int = 1,
     callback: Callback = None,
 ) -> torch.Tensor:
     """DDIM (Song et al.) from pure noise ``x`` down the descending ``timesteps``.
@@ -79,6 +103,8 @@ def sample_ddim(
     ``eta`` = 0 is deterministic DDIM, 1 is DDPM-like ancestral sampling. ``known = (x0, mask)``
     imputes the masked parts at every step with their forward-noised version at the current noise
     level (MT-MusicLDM's arrangement): ``x = mask * q_sample(x0, t) + (1 - mask) * x``.
+    ``resample`` > 1 is RePaint (Lugmayr et al.): each step is made that many times, the result
+    re-noised back to the step's level in between, so the unknown parts can settle to the known.
     """
     ac = alphas_cumprod.to(x.device, torch.float64)
     final = ac[0] if final_alpha is None else torch.tensor(final_alpha, dtype=torch.float64, device=x.device)
@@ -86,15 +112,18 @@ def sample_ddim(
     for i, t in enumerate(timesteps.tolist()):
         a_t = ac[t]
         a_prev = ac[int(timesteps[i + 1])] if i + 1 < n else final
-        if known is not None:
-            x = _impute(x, known[1], q_sample(known[0], a_t.to(x.dtype), noise_like(x, generator)))
-        eps = model_fn(x, torch.tensor(t, device=x.device))
-        x0 = (x - (1 - a_t).sqrt().to(x.dtype) * eps) / a_t.sqrt().to(x.dtype)
-        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
-        direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt().to(x.dtype) * eps
-        x = a_prev.sqrt().to(x.dtype) * x0 + direction
-        if eta > 0:
-            x = x + sigma.to(x.dtype) * noise_like(x, generator)
+        for r in range(resample if known is not None else 1):
+            if r:  # RePaint: back to this step's noise level, q(x_t | x_prev)
+                x = (a_t / a_prev).sqrt().to(x.dtype) * x + (1 - a_t / a_prev).sqrt().to(x.dtype) * noise_like(x, generator)
+            if known is not None:
+                x = _impute(x, known[1], q_sample(known[0], a_t.to(x.dtype), noise_like(x, generator)))
+            eps = model_fn(x, torch.tensor(t, device=x.device))
+            x0 = (x - (1 - a_t).sqrt().to(x.dtype) * eps) / a_t.sqrt().to(x.dtype)
+            sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
+            direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt().to(x.dtype) * eps
+            x = a_prev.sqrt().to(x.dtype) * x0 + direction
+            if eta > 0:
+                x = x + sigma.to(x.dtype) * noise_like(x, generator)
         if callback is not None:
             callback({"i": i, "total": n, "t": t, "x": x, "denoised": x0})
     return x if known is None else _impute(x, known[1], known[0])

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .options import SamplingOptions
-from .samplers import Callback, ModelFn, sample_ddim, sample_scheduler
+from .samplers import Callback, ModelFn, reconstruction_guided, sample_ddim, sample_scheduler
 from .windows import Window
 
 Known = tuple[torch.Tensor, torch.Tensor]  # (x0, mask): latents to impute, 1 where they are known
@@ -34,7 +34,7 @@ def denoise(model_fn: ModelFn, x: torch.Tensor, scheduler, options: SamplingOpti
         scheduler.set_timesteps(options.steps)
         return sample_ddim(model_fn, x, scheduler.alphas_cumprod, scheduler.timesteps, eta=options.eta,
                            final_alpha=float(scheduler.final_alpha_cumprod), generator=generator, known=known,
-                           callback=callback)
+                           resample=options.resample, callback=callback)
     sched = dpm_solver(scheduler.config)
     sched.set_timesteps(options.steps, device=x.device)
     return sample_scheduler(model_fn, x, sched, generator=generator, known=known, callback=callback)
@@ -64,7 +64,10 @@ def sample_windows(model_for: Callable[[Known | None], ModelFn], shape: tuple[in
             x0[..., :w.before, :] = z[..., w.start:w.start + w.before, :]
             mask[..., :w.before, :] = 1.0
         window_known = (x0, mask) if mask.any() else None
-        z[..., w.start:w.stop, :] = denoise(model_for(window_known), x, scheduler, options, generator=generator, known=window_known,
+        fn = model_for(window_known)
+        if window_known is not None and options.reconstruction > 0:
+            fn = reconstruction_guided(fn, scheduler.alphas_cumprod, window_known, options.reconstruction)
+        z[..., w.start:w.stop, :] = denoise(fn, x, scheduler, options, generator=generator, known=window_known,
                                             callback=per_window(callback, w, len(windows), steps, "window"))
     return z
 

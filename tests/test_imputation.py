@@ -2,6 +2,8 @@
 are the given latents forward-noised to the current level, whatever the model predicts, and the
 result keeps them exactly. A sampler that skips the imputation at any step fails here."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -79,3 +81,90 @@ def test_arrange_imputes_the_given_latents_at_every_unet_call(pipe, sampler, mon
     for t, x in seen:
         r = _residual(x[:, [0, 2]], x0[:, [0, 2]], t)
         assert 0.7 < float(r.std()) < 1.3, (sampler, t)
+
+
+# ----- stronger arrangement: RePaint resampling and reconstruction guidance --------------------------
+
+def test_repaint_makes_each_step_n_times_and_keeps_the_given_stems():
+    x0 = torch.randn(1, 4, 2, 16, 8, generator=torch.Generator().manual_seed(2))
+    s = training_scheduler()
+    s.set_timesteps(5)
+    runs = {}
+    for r in (1, 3):
+        calls = []
+
+        def fn(x, t, calls=calls):
+            calls.append(int(t))
+            return 0.5 * x
+
+        out = sample_ddim(fn, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), s.alphas_cumprod,
+                          s.timesteps, eta=1.0, final_alpha=float(s.final_alpha_cumprod),
+                          generator=torch.Generator().manual_seed(0), known=(x0, MASK), resample=r)
+        assert calls == [t for t in s.timesteps.tolist() for _ in range(r)]
+        assert torch.equal(out[:, GIVEN], x0[:, GIVEN])
+        runs[r] = out
+    assert not torch.equal(runs[1][:, [1, 3]], runs[3][:, [1, 3]])
+
+
+def test_reconstruction_guidance_pulls_the_unknown_stems_toward_the_given_ones():
+    """A toy model whose clean estimate of every stem is the stems' mean: the given stems' estimate
+    can only match them if the unknown stems move, and guidance moves them that way."""
+    from mtldm_cli.samplers import reconstruction_guided
+
+    alphas = training_scheduler().alphas_cumprod
+    t = torch.tensor(500)
+    a = alphas[500]
+
+    def model_fn(x, t):
+        x0 = x.mean(1, keepdim=True).expand_as(x) / a.sqrt()
+        return (x - a.sqrt() * x0) / (1 - a).sqrt()
+
+    x0_known = torch.ones(1, 4, 1, 4, 4)
+    x = torch.zeros(1, 4, 1, 4, 4)
+
+    def given_error(eps):
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        return float(((x0 - x0_known) * MASK).pow(2).sum())
+
+    plain = model_fn(x, t)
+    assert torch.equal(reconstruction_guided(model_fn, alphas, (x0_known, MASK), 0.0)(x, t), plain)
+    guided = reconstruction_guided(model_fn, alphas, (x0_known, MASK), 1.0)(x, t)
+    assert torch.equal(guided[:, GIVEN], plain[:, GIVEN])  # the given stems' prediction is untouched
+    x0_unknown = ((x - (1 - a).sqrt() * guided) / a.sqrt())[:, [1, 3]]
+    assert float(x0_unknown.mean()) > 0.1  # moved toward what makes the mean match the given ones
+    moved = x.clone()
+    moved[:, [1, 3]] = a.sqrt() * x0_unknown
+    assert given_error(model_fn(moved, t)) < given_error(plain)
+
+
+def test_arrange_options_are_refused_where_they_cannot_work(pipe):
+    from mtldm_cli.errors import InputError
+
+    with pytest.raises(InputError, match="resample=3: RePaint resampling needs the ddim sampler"):
+        pipe.sampling_options("arrange", resample=3, sampler="dpm++")
+    with pytest.raises(InputError, match="only arrange takes them"):
+        pipe.sampling_options("generate", reconstruction=1.0)
+    opts = pipe.sampling_options("arrange", resample=2, sampler="ddim", reconstruction=0.5)
+    assert (opts.resample, opts.reconstruction) == (2, 0.5) and opts.record()["resample"] == 2
+
+
+def test_arrange_with_repaint_and_reconstruction_guidance_end_to_end(cli, tmp_path):
+    import soundfile as sf
+
+    stems = synth_stems(seconds=0.5)
+    for s in ("bass", "drums"):
+        sf.write(tmp_path / f"{s}.wav", stems[s], 16000)
+    runs = {}
+    for name, extra in (("plain", []), ("strong", ["--resample", "2", "--reconstruction", "2.0"])):
+        r = cli("arrange", "--model", "tiny-random", "--given", tmp_path / "bass.wav", tmp_path / "drums.wav", "--want", "piano",
+                "--sampler", "ddim", "--steps", "4", "--seed", "0", "--out", tmp_path / name, "--json", "-q", *extra)
+        assert r.exit_code == 0, r.stderr
+        runs[name] = json.loads((tmp_path / name / "run.json").read_text())
+        wav, _ = sf.read(tmp_path / name / "bass.wav")
+        assert np.abs(wav - stems["bass"][: len(wav)]).max() < 1e-4  # given stems come back as given
+    assert runs["strong"]["options"]["resample"] == 2 and runs["strong"]["options"]["reconstruction"] == 2.0
+    a, _ = sf.read(tmp_path / "plain" / "piano.wav")
+    b, _ = sf.read(tmp_path / "strong" / "piano.wav")
+    assert not np.array_equal(a, b)
+    r = cli("generate", "--model", "tiny-random", "--out", tmp_path / "g", "--resample", "2")
+    assert r.exit_code == 2  # generate has no such flag

@@ -35,6 +35,8 @@ def arrange(
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
     eta: EtaOpt = None,
+    resample: Annotated[Optional[int], typer.Option(min=1, max=20, help="RePaint: make each step N times, re-noising in between, so the new stems settle to the given ones (ddim only; default: the model's).")] = None,
+    reconstruction: Annotated[Optional[float], typer.Option(min=0.0, help="Reconstruction guidance weight: pull the new stems by the gradient of the given stems' reconstruction error (a backward pass a step; default: the model's).")] = None,
     seed: SeedOpt = None,
     device: DeviceOpt = Device.auto,
     revision: RevisionOpt = None,
@@ -68,7 +70,8 @@ def arrange(
     given_files = {s: audio_name(a, s) for s, a in named.items()}
     note("given: " + ", ".join(f"{s} = {f}" for s, f in given_files.items()), quiet or json_out)
     given_names, want_names = check_arrangement(named, split_names(want), pipe.stems)
-    options = sampling_options(pipe, "arrange", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
+    options = sampling_options(pipe, "arrange", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed,
+                               resample=resample, reconstruction=reconstruction)
     precheck_outputs(out, [*given_names, *want_names], force)
     with progress_callback("arranging", quiet or json_out) as cb:
         result = pipe.arrange(named, want_names, prompt=prompt, callback=cb, options=options)

@@ -60,11 +60,11 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress outpu
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text prompt (CLAP text embedding).")]
 
 
-def sampling_options(pipe, task: str, *, preset, sampler, steps, guidance, eta, seed):
+def sampling_options(pipe, task: str, *, preset, sampler, steps, guidance, eta, seed, **arrangement):
     """The generating commands' flags resolved by the model into its options for ``task``, before
     anything is written (a bad value is refused here)."""
     return pipe.sampling_options(task, preset=preset and preset.value, sampler=sampler and sampler.value,
-                                 steps=steps, guidance=guidance, eta=eta, seed=seed)
+                                 steps=steps, guidance=guidance, eta=eta, seed=seed, **arrangement)
 
 
 def guarded(fn: Callable) -> Callable:
