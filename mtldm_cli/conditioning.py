@@ -14,7 +14,7 @@ from .errors import NAME_ONLY, InputError
 def clap_text_embedding(clap, processor, prompts: Sequence[str]) -> torch.Tensor:
     """CLAP text embeddings ``[B, D]``, L2-normalised."""
     device = next(clap.parameters()).device
-    inputs = processor(text=list(prompts), return_tensors="pt", padding=True, truncation=True).to(device)
+    inputs = processor.tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True).to(device)
     return _normalised(clap.get_text_features(**inputs))
 
 
@@ -22,10 +22,14 @@ def clap_text_embedding(clap, processor, prompts: Sequence[str]) -> torch.Tensor
 def clap_audio_embedding(clap, processor, wav: torch.Tensor, sample_rate: int, clap_rate: int,
                          max_seconds: float) -> torch.Tensor:
     """CLAP audio embeddings ``[B, D]`` of ``[B, N]`` audio: the first ``max_seconds`` only, so the
-    result never depends on the feature extractor's random crop. Shared by sampling and training."""
+    result never depends on the feature extractor's random crop. Shared by sampling and training.
+
+    The feature extractor is called itself: transformers' ClapProcessor hands it the tokenizer's
+    ``max_length`` (64 or 512 samples), which would embed the first few milliseconds only.
+    """
     device = next(clap.parameters()).device
     clips = resample(wav.float().cpu(), sample_rate, clap_rate)[..., : int(max_seconds * clap_rate)]
-    inputs = processor(audio=list(clips.numpy()), sampling_rate=clap_rate, return_tensors="pt").to(device)
+    inputs = processor.feature_extractor(list(clips.numpy()), sampling_rate=clap_rate, return_tensors="pt").to(device)
     return _normalised(clap.get_audio_features(**inputs))
 
 

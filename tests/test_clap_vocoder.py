@@ -190,3 +190,24 @@ def test_the_cli_takes_a_prompt_and_a_reference_with_the_trained_model(cli, mode
             "--out", tmp_path / "c", "--json", "-q")
     assert r.exit_code == 0, r.stderr
     assert json.loads((tmp_path / "c" / "run.json").read_text())["model"]
+
+
+def test_the_clap_audio_embedding_hears_the_whole_clip_not_its_first_samples(model):
+    """transformers' ClapProcessor passes the tokenizer's max_length (samples!) to the feature
+    extractor; the conditioner must embed the whole clip, as training does."""
+    pipe = _pipe(model)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(1, 16000, generator=g) * 0.1
+    b = a.clone()
+    b[:, 4000:] = torch.randn(1, 12000, generator=g) * 0.1  # the same first quarter second
+    ea, eb = pipe.conditioner.audio(a), pipe.conditioner.audio(b)
+    assert not torch.allclose(ea, eb, atol=1e-4)
+    fe = pipe.conditioner.processor.feature_extractor
+    from mtldm_cli.audio import resample
+
+    features = fe(list(resample(a, pipe.sample_rate, fe.sampling_rate).numpy()), sampling_rate=fe.sampling_rate,
+                  return_tensors="pt")
+    assert features["input_features"].shape[-2] == 16000 // CLAP["hop_length"] + 1  # frames of the whole clip
+    with torch.no_grad():
+        direct = pipe.conditioner.clap.get_audio_features(input_features=features["input_features"]).pooler_output
+    assert torch.allclose(torch.nn.functional.normalize(direct, dim=-1), ea, atol=1e-5)

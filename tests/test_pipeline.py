@@ -204,3 +204,4 @@ def test_options_are_recorded_as_resolved(pipe):
     assert arranged.info["options"]["guidance"] == pipe.config.sampling.arrange_guidance
     opts = pipe.sampling_options(steps=4, seed=9)
     assert pipe.generate(duration=0.25, options=opts).info["options"] == opts.record()
+

@@ -105,7 +105,7 @@ class ClapTrain(Optim):
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(5e-4, gt=0)
-    seconds: float = Field(10.0, gt=0)  # the clip the audio encoder sees
+    seconds: int = Field(10, ge=1)  # the clip the audio encoder sees (whole seconds: ClapFeatureExtractor's max_length_s)
     hop_length: int = Field(640, ge=1)  # the CLAP feature extractor's own front end, at audio.sample_rate
     n_mels: int = Field(64, ge=8)
     projection_dim: int = Field(128, ge=8)
