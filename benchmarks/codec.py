@@ -18,7 +18,8 @@ test track (`mtldm data synth --split test`, made when --data is missing):
 - MR-STFT distance, and log-mel L1 on one fixed 128-mel front end for every codec;
 - the separation oracle: the true stems through the codec, SI-SDRi with and without the Wiener
   filter against the mix;
-- speed: decoding 10.24 s of 4 stems (VAE decode + vocoder), best of 3, ratios side by side.
+- speed: decoding 10.24 s of 4 stems (VAE decode + vocoder), and each vocoder alone on the same
+  log-mels, best of 3, side by side in one run (ratios; the absolute times depend on the load).
 
 Prints a JSON report (machine, date, settings, figures).
 """
@@ -99,6 +100,22 @@ class Codec:
                 torch.manual_seed(0)
                 out[f"{self.name} VAE + {kind}"] = fit(voc(coded), n)
         return out
+
+    @torch.no_grad()
+    def vocoder_seconds(self, stems: int = 4) -> dict[str, float]:
+        """Wall time of each vocoder on one segment of ``stems`` log-mels, best of 3."""
+        frames = self.audio.segment_frames
+        mel = self.front(torch.randn(stems, frames * self.audio.hop_length) * 0.1, frames)
+        vocoders = {"griffin-lim": self.griffin_lim} | ({} if self.kind == "griffin-lim" else {self.kind: self.vocoder})
+        times = {}
+        for kind, voc in vocoders.items():
+            best = np.inf
+            for _ in range(3):
+                t = time.perf_counter()
+                voc(mel)
+                best = min(best, time.perf_counter() - t)
+            times[kind] = round(best, 3)
+        return times
 
     @torch.no_grad()
     def decode_seconds(self, stems: int = 4) -> float:
@@ -225,6 +242,7 @@ def main() -> None:
             oracle[name] = round(float(np.nanmean(active)), 2)  # over the windows where each stem sounds
     report["separation_oracle_si_sdri"] = oracle
     report["decode_seconds_10s_4_stems"] = {c.name: round(c.decode_seconds(), 3) for c in codecs if c.vae is not None}
+    report["vocoder_seconds_10s_4_stems"] = {c.name: c.vocoder_seconds() for c in codecs}
     print(json.dumps(report, indent=2))
 
 

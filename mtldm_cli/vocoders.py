@@ -50,9 +50,23 @@ class VocosVocoder(torch.nn.Module):
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         single = logmel.dim() == 2
-        x = (logmel[None] if single else logmel).transpose(-1, -2).float()
-        wav = self.head(self.backbone(x))
+        wav = self.head.istft(self.spectrum(logmel[None] if single else logmel))
         return wav[0] if single else wav
+
+    def spectrum(self, logmel: torch.Tensor) -> torch.Tensor:
+        """``[B, frames, n_mels]`` -> the complex STFT ``[B, n_fft // 2 + 1, frames]`` the head inverts
+        (its own computation: log-magnitude and phase from one linear layer)."""
+        x = self.head.out(self.backbone(logmel.transpose(-1, -2).float())).transpose(1, 2)
+        log_mag, phase = x.chunk(2, dim=1)
+        return torch.clip(torch.exp(log_mag), max=1e2) * (torch.cos(phase) + 1j * torch.sin(phase))
+
+    def target_spectrum(self, wav: torch.Tensor) -> torch.Tensor:
+        """The STFT of ``[B, frames * hop]`` audio on the head's own frames ("same" padding, its
+        window): what the head would have to output to give back ``wav`` exactly."""
+        istft = self.head.istft
+        pad = (istft.win_length - istft.hop_length) // 2
+        return torch.stft(torch.nn.functional.pad(wav.float(), (pad, pad)), istft.n_fft, istft.hop_length,
+                          istft.win_length, window=istft.window, center=False, return_complex=True)
 
     def save_pretrained(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
@@ -70,6 +84,22 @@ class VocosVocoder(torch.nn.Module):
         model = cls(VocosConfig.read(folder))
         model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
         return model.eval()
+
+
+def anti_wrapped_phase_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """APNet's phase losses (Ai and Ling, 2023) between two complex STFTs ``[B, bins, frames]``:
+    instantaneous phase, group delay (along frequency) and instantaneous frequency (along time),
+    each an anti-wrapped distance, weighted by the target's magnitude so silent bins do not count."""
+    def aw(x: torch.Tensor) -> torch.Tensor:
+        return (x - 2 * torch.pi * torch.round(x / (2 * torch.pi))).abs()
+
+    p, t = pred.angle(), target.angle()
+    w = target.abs()
+    w = w / w.mean(dim=(1, 2), keepdim=True).clamp(min=1e-8)
+    ip = (aw(p - t) * w).mean()
+    gd = (aw(p.diff(dim=1) - t.diff(dim=1)) * w[:, 1:]).mean()
+    inst = (aw(p.diff(dim=2) - t.diff(dim=2)) * w[..., 1:]).mean()
+    return ip + gd + inst
 
 
 def compact_buffers(module: torch.nn.Module) -> None:

@@ -30,7 +30,8 @@ CONFIG = {
              "unet": {"model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [2],
                       "num_head_channels": 16, "norm_groups": 8, "cond_dim": 16}},
     "vocoder": {"kind": "vocos", "steps": 4, "batch_size": 2, "lr": 1e-3, "dim": 16, "intermediate_dim": 32,
-                "num_layers": 1, "window_frames": 16, "discriminators": ["mpd", "mrd"], "adversarial_start": 2},
+                "num_layers": 1, "window_frames": 16, "discriminators": ["mpd", "mrd"], "adversarial_start": 2,
+                "phase_weight": 1.0},
     "validation": {"items": 2, "samples": 0},
     "sampling": {"steps": 3}, "save_every": 1, "log_every": 1,
 }
@@ -96,6 +97,7 @@ def test_validation_and_losses_of_the_new_stages_are_logged(model):
     disc = {int(r["step"]): r["disc"] for r in rows if r["stage"] == "vocoder"}
     assert disc[1] == disc[2] == "" and all(float(disc[s]) > 0 for s in (3, 4))  # discriminators from step 2 on
     assert all(0 <= float(r["accuracy"]) <= 1 for r in rows if r["stage"] == "clap")
+    assert all(0 < float(r["phase"]) < 3 * np.pi for r in rows if r["stage"] == "vocoder")
     choice = json.loads((model / "training" / "vocoder.json").read_text())
     assert choice["chosen"] == "vocos" and not choice["fallback"]
 
@@ -211,3 +213,19 @@ def test_the_clap_audio_embedding_hears_the_whole_clip_not_its_first_samples(mod
     with torch.no_grad():
         direct = pipe.conditioner.clap.get_audio_features(input_features=features["input_features"]).pooler_output
     assert torch.allclose(torch.nn.functional.normalize(direct, dim=-1), ea, atol=1e-5)
+
+
+def test_the_vocos_head_spectrum_and_the_phase_losses():
+    from mtldm_cli.vocoders import VocosConfig, VocosVocoder, anti_wrapped_phase_loss
+
+    voc = VocosVocoder(VocosConfig(n_mels=16, dim=16, intermediate_dim=32, num_layers=1))
+    wav = torch.randn(2, 16 * 256, generator=torch.Generator().manual_seed(0))
+    target = voc.target_spectrum(wav)
+    assert target.shape == (2, 513, 16)
+    assert torch.allclose(voc.head.istft(target), wav, atol=1e-5)  # the head's frames: it inverts exactly
+    mel = torch.randn(2, 16, 16)
+    assert torch.equal(voc(mel), voc.head.istft(voc.spectrum(mel)))
+    assert float(anti_wrapped_phase_loss(target, target)) == 0.0
+    assert float(anti_wrapped_phase_loss(target * -1, target)) == pytest.approx(np.pi, rel=1e-4)  # IP only: pi
+    wrapped = target * torch.exp(1j * 2 * torch.pi * torch.ones(()))  # a whole turn is no error
+    assert float(anti_wrapped_phase_loss(wrapped, target)) < 1e-3

@@ -82,6 +82,7 @@ class VocoderTrain(Optim):
     lr: float = Field(2e-4, gt=0)
     window_frames: int = Field(32, ge=4)
     mel_weight: float = Field(1.0, ge=0)
+    phase_weight: float = Field(0.0, ge=0)  # vocos: APNet's anti-wrapped phase losses on the head's STFT
     discriminators: tuple[Literal["mpd", "mrd"], ...] = ()
     mrd_fft_sizes: tuple[int, ...] = (1024, 512, 256)
     adversarial_start: int = Field(0, ge=0)
@@ -152,6 +153,8 @@ class TrainConfig(_Strict):
         for name, frames in (("audio.segment_frames", self.audio.segment_frames), ("data.window_frames", self.data.window_frames)):
             if frames is not None and frames % step:
                 raise ValueError(f"{name} ({frames}) must be a multiple of {step} (VAE x UNet downsampling)")
+        if self.vocoder.phase_weight and self.vocoder.kind != "vocos":
+            raise ValueError("vocoder.phase_weight needs vocoder.kind vocos (it supervises the STFT its head inverts)")
         if self.vocoder.kind == "hifigan" and math.prod(self.vocoder.upsample_rates) != self.audio.hop_length:
             raise ValueError(f"vocoder.upsample_rates multiply to {math.prod(self.vocoder.upsample_rates)}, "
                              f"not audio.hop_length ({self.audio.hop_length})")

@@ -18,7 +18,7 @@ def save_component(save: Callable[[Path], object], folder: Path) -> None:
 
 
 class LossLog:
-    FIELDS = ("stage", "step", "loss", "l1", "kl", "elapsed_s", "disc", "accuracy")  # new columns go last
+    FIELDS = ("stage", "step", "loss", "l1", "kl", "elapsed_s", "disc", "accuracy", "phase")  # new columns go last
 
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled = path, enabled

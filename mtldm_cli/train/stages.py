@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..audio import atomic_write_text
 from ..config import PipelineConfig
 from ..errors import InputError
+from ..vocoders import anti_wrapped_phase_loss
 from .clap import build_clap_processor, clap_config, clap_inputs, track_metas
 from .config import STAGES, TrainConfig
 from .logs import read_validation, save_component
@@ -209,12 +210,19 @@ class VocoderStage(Stage):
         def loss_fn(model, stems, g, disc=None, **_):
             clips = clips_of(stems, g)
             mel = front(clips, n)
-            wav = model(mel)[..., :clips.shape[-1]]
+            parts = {}
+            if v.phase_weight:
+                voc_ = self.acc.unwrap_model(model)
+                spec = voc_.spectrum(mel)
+                wav = voc_.head.istft(spec)[..., :clips.shape[-1]]
+                parts["phase"] = anti_wrapped_phase_loss(spec, voc_.target_spectrum(clips))
+            else:
+                wav = model(mel)[..., :clips.shape[-1]]
             mel_l1 = (front(wav, n) - mel).abs().mean()
-            loss = mrstft(wav, clips) + v.mel_weight * mel_l1
+            loss = mrstft(wav, clips) + v.mel_weight * mel_l1 + v.phase_weight * parts.get("phase", 0.0)
             if disc is not None:
                 loss = loss + v.adversarial_weight * disc(clips, wav).generator_loss()
-            return loss, {"l1": mel_l1}
+            return loss, {"l1": mel_l1, **parts}
 
         def disc_loss(model, disc, stems, g):
             clips = clips_of(stems, g)
