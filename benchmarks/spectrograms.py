@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.codec import RATE, ROOT, Codec, test_windows
 
 
-def image(wav: np.ndarray, fmax: float = 2000.0, n_fft: int = 2048, hop: int = 256) -> np.ndarray:
+def image(wav: np.ndarray, fmax: float = 2000.0, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
     spec = torch.stft(torch.as_tensor(wav, dtype=torch.float32), n_fft, hop, window=torch.hann_window(n_fft),
                       return_complex=True).abs().numpy()
     spec = spec[: int(fmax / (RATE / n_fft))]
@@ -56,7 +56,7 @@ def main() -> None:
             x, y = c * (w + gap), r * (h + label + gap)
             draw.text((x + 2, y + 2), f"{name}: {('bass', 'guitar', 'piano', 'drums')[c]}", fill=0)
             canvas.paste(Image.fromarray(tile), (x, y + label))
-    canvas.save(args.out)
+    canvas.save(args.out, optimize=True)
     print(args.out)
 
 
