@@ -71,9 +71,9 @@ def load_vocoder(config: PipelineConfig, folder: Path):
     if config.vocoder == "griffin-lim":
         return griffin_lim_vocoder(config.audio)
     if config.vocoder == "vocos":
-        from .vocoders import VocosConfig, VocosVocoder
+        from .vocoders import VocosVocoder
 
-        voc = VocosConfig.read(folder)
+        voc = VocosVocoder.read_config(folder)
         if voc.n_mels != config.audio.n_mels or voc.hop_length != config.audio.hop_length:
             raise ValueError(f"the vocoder takes {voc.n_mels} mels at hop {voc.hop_length}, "
                              f"the model makes {config.audio.n_mels} at hop {config.audio.hop_length}")

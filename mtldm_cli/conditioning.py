@@ -10,11 +10,25 @@ from .audio import resample
 from .errors import NAME_ONLY, InputError
 
 
+def clap_text_inputs(processor, prompts: Sequence[str]):
+    """Token ids and attention mask of ``prompts``, padded, cut to the tokenizer's length."""
+    return processor.tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True)
+
+
+def clap_audio_inputs(processor, clips: torch.Tensor, sample_rate: int):
+    """Audio features of ``[B, N]`` clips at the feature extractor's rate.
+
+    The feature extractor is called itself: transformers' ClapProcessor hands it the tokenizer's
+    ``max_length`` (64 or 512 samples), which would embed the first few milliseconds only.
+    """
+    return processor.feature_extractor(list(clips.float().cpu().numpy()), sampling_rate=sample_rate, return_tensors="pt")
+
+
 @torch.no_grad()
 def clap_text_embedding(clap, processor, prompts: Sequence[str]) -> torch.Tensor:
     """CLAP text embeddings ``[B, D]``, L2-normalised."""
     device = next(clap.parameters()).device
-    inputs = processor.tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True).to(device)
+    inputs = clap_text_inputs(processor, prompts).to(device)
     return _normalised(clap.get_text_features(**inputs))
 
 
@@ -22,14 +36,10 @@ def clap_text_embedding(clap, processor, prompts: Sequence[str]) -> torch.Tensor
 def clap_audio_embedding(clap, processor, wav: torch.Tensor, sample_rate: int, clap_rate: int,
                          max_seconds: float) -> torch.Tensor:
     """CLAP audio embeddings ``[B, D]`` of ``[B, N]`` audio: the first ``max_seconds`` only, so the
-    result never depends on the feature extractor's random crop. Shared by sampling and training.
-
-    The feature extractor is called itself: transformers' ClapProcessor hands it the tokenizer's
-    ``max_length`` (64 or 512 samples), which would embed the first few milliseconds only.
-    """
+    result never depends on the feature extractor's random crop. Shared by sampling and training."""
     device = next(clap.parameters()).device
     clips = resample(wav.float().cpu(), sample_rate, clap_rate)[..., : int(max_seconds * clap_rate)]
-    inputs = processor.feature_extractor(list(clips.numpy()), sampling_rate=clap_rate, return_tensors="pt").to(device)
+    inputs = clap_audio_inputs(processor, clips, clap_rate).to(device)
     return _normalised(clap.get_audio_features(**inputs))
 
 

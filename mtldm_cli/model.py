@@ -11,17 +11,14 @@ converted checkpoint loads with ``strict=True`` and no renaming (see ``convert.p
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
+from .weights import SafetensorsLayout
 
 
 class UNetConfig(BaseModel):
@@ -138,12 +135,14 @@ class Stage(nn.ModuleList):
         return x
 
 
-class MultiTrackUNet(nn.Module):
+class MultiTrackUNet(SafetensorsLayout, nn.Module):
     """Predicts the noise ``eps`` of every stem's latent, optionally given a CLAP embedding.
 
     The embedding is projected and concatenated to the timestep embedding (MT-MusicLDM's "film"
     conditioning), so the residual blocks see both.
     """
+
+    config_class = UNetConfig
 
     def __init__(self, config: UNetConfig):
         super().__init__()
@@ -211,21 +210,3 @@ class MultiTrackUNet(nn.Module):
         for stage in self.output_blocks:
             h = stage(torch.cat([h, hs.pop()], dim=1), emb)
         return self.out(h)
-
-    # -- our on-disk layout: config.json + model.safetensors --------------------------------------
-    def save_pretrained(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_NAME).write_text(self.config.model_dump_json(indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> MultiTrackUNet:
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        model = cls(UNetConfig(**json.loads((folder / CONFIG_NAME).read_text())))
-        model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
-        return model.eval()

@@ -3,19 +3,15 @@
 Vocos (Siuzdak, 2023) predicts each STFT frame's magnitude and phase with a ConvNeXt stack at the
 mel frame rate and lets an inverse STFT make the samples: it keeps pitch as a GAN vocoder does, at a
 fraction of HiFi-GAN's cost on a CPU (no convolution runs at the sample rate). The model code is the
-``vocos`` package's; the on-disk layout (config.json + model.safetensors) is ours, as the UNet's.
+``vocos`` package's; the on-disk layout is ours, the UNet's (``weights.py``).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from .weights import SafetensorsLayout
 
 
 class VocosConfig(BaseModel):
@@ -29,13 +25,11 @@ class VocosConfig(BaseModel):
     n_fft: int = Field(1024, ge=16)
     hop_length: int = Field(256, ge=1)
 
-    @classmethod
-    def read(cls, folder: str | Path) -> VocosConfig:
-        return cls.model_validate(json.loads((Path(folder) / CONFIG_NAME).read_text()))
 
-
-class VocosVocoder(torch.nn.Module):
+class VocosVocoder(SafetensorsLayout, torch.nn.Module):
     """Vocos' backbone and ISTFT head ("same" padding: ``frames * hop`` samples for ``frames`` frames)."""
+
+    config_class = VocosConfig
 
     def __init__(self, config: VocosConfig):
         super().__init__()
@@ -48,10 +42,15 @@ class VocosVocoder(torch.nn.Module):
         self.head = ISTFTHead(dim=config.dim, n_fft=config.n_fft, hop_length=config.hop_length, padding="same")
         compact_buffers(self)
 
-    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+    def forward(self, logmel: torch.Tensor, *, with_spectrum: bool = False):
+        """The waveform; with ``with_spectrum``, also the complex STFT it was made from (training's
+        phase losses take it through this forward, so a DistributedDataParallel wrapper sees it)."""
         single = logmel.dim() == 2
-        wav = self.head.istft(self.spectrum(logmel[None] if single else logmel))
-        return wav[0] if single else wav
+        spec = self.spectrum(logmel[None] if single else logmel)
+        wav = self.head.istft(spec)
+        if single:
+            wav, spec = wav[0], spec[0]
+        return (wav, spec) if with_spectrum else wav
 
     def spectrum(self, logmel: torch.Tensor) -> torch.Tensor:
         """``[B, frames, n_mels]`` -> the complex STFT ``[B, n_fft // 2 + 1, frames]`` the head inverts
@@ -67,23 +66,6 @@ class VocosVocoder(torch.nn.Module):
         pad = (istft.win_length - istft.hop_length) // 2
         return torch.stft(torch.nn.functional.pad(wav.float(), (pad, pad)), istft.n_fft, istft.hop_length,
                           istft.win_length, window=istft.window, center=False, return_complex=True)
-
-    def save_pretrained(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_NAME).write_text(self.config.model_dump_json(indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> VocosVocoder:
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        model = cls(VocosConfig.read(folder))
-        model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
-        return model.eval()
 
 
 def anti_wrapped_phase_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

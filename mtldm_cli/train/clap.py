@@ -56,14 +56,15 @@ def build_clap_processor(cfg: TrainConfig):
 
 
 def clap_inputs(processor, texts, mix: torch.Tensor, sample_rate: int):
-    """Token ids and audio features of a batch, as the pipeline makes them (conditioning.py)."""
-    text = processor.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
-    audio = processor.feature_extractor(list(mix.float().cpu().numpy()), sampling_rate=sample_rate, return_tensors="pt")
-    return text | {"input_features": audio["input_features"]}
+    """Token ids and audio features of a batch, made as the pipeline makes them."""
+    from ..conditioning import clap_audio_inputs, clap_text_inputs
+
+    audio = clap_audio_inputs(processor, mix, sample_rate)
+    return clap_text_inputs(processor, texts) | {"input_features": audio["input_features"]}
 
 
 def track_metas(data) -> dict[str, dict]:
-    """Each track's meta.json (captions are drawn from it); a track without one gets a bare caption."""
+    """Each track's meta.json (captions are drawn from it); tracks without style, tempo and key are an error."""
     metas = {}
     for track in data.tracks:
         try:

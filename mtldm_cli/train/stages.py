@@ -1,5 +1,5 @@
-"""The three stages, one object each: the VAE, the multi-track UNet, the vocoder; and what they write
-into the model folder (components, pipeline.json)."""
+"""The stages, one object each: our CLAP, the VAE, the multi-track UNet, the vocoder; and what they
+write into the model folder (components, pipeline.json)."""
 
 from __future__ import annotations
 
@@ -212,12 +212,11 @@ class VocoderStage(Stage):
             mel = front(clips, n)
             parts = {}
             if v.phase_weight:
-                voc_ = self.acc.unwrap_model(model)
-                spec = voc_.spectrum(mel)
-                wav = voc_.head.istft(spec)[..., :clips.shape[-1]]
-                parts["phase"] = anti_wrapped_phase_loss(spec, voc_.target_spectrum(clips))
+                wav, spec = model(mel, with_spectrum=True)
+                parts["phase"] = anti_wrapped_phase_loss(spec, self.acc.unwrap_model(model).target_spectrum(clips))
             else:
-                wav = model(mel)[..., :clips.shape[-1]]
+                wav = model(mel)
+            wav = wav[..., :clips.shape[-1]]
             mel_l1 = (front(wav, n) - mel).abs().mean()
             loss = mrstft(wav, clips) + v.mel_weight * mel_l1 + v.phase_weight * parts.get("phase", 0.0)
             if disc is not None:
