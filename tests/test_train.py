@@ -275,6 +275,9 @@ def test_vocoder_and_window_config_errors(tmp_path, data):
     base = {**TINY, "data": {"train": str(data)}}
     cases = [({"vocoder": {"kind": "hifigan", "upsample_rates": [4, 4]}}, "multiply to 16"),
              ({"data": {"train": str(data), "window_frames": 30}}, r"data.window_frames \(30\) must be a multiple of 4"),
+             ({"unet": {**TINY["unet"], "window_frames": 30}}, r"unet.window_frames \(30\) must be a multiple of 4"),
+             ({"data": {"train": str(data), "window_frames": 31}, "unet": {**TINY["unet"], "window_frames": 32}},
+              r"data.window_frames \(31\) must be a multiple of 2 \(VAE downsampling\)"),
              ({"unet": {**TINY["unet"], "unet": {**TINY["unet"]["unet"], "cond_dim": 32}}}, "cond_dim goes with a CLAP")]
     for extra, msg in cases:
         path = tmp_path / "bad.yaml"
@@ -329,3 +332,37 @@ def test_an_arrangement_trained_unet_is_given_the_stems(data, tmp_path):
 
         unet = MultiTrackUNet(UNetConfig(**{**TINY["unet"]["unet"], "arrangement": False}))
         unet(torch.zeros(1, 4, 8, 8, 8), torch.tensor(1), given=(torch.zeros(1, 4, 8, 8, 8), torch.zeros(1, 4, 1, 1, 1)))
+
+
+def test_the_unet_trains_on_its_own_window_length(data, tmp_path, monkeypatch):
+    """unet.window_frames: the UNet learns (and validation samples) whole long windows while the VAE
+    keeps the short data.window_frames."""
+    import soundfile as sf
+    from diffusers import AutoencoderKL
+
+    from mtldm_cli.model import MultiTrackUNet
+
+    seen: dict[str, set] = {"unet": set(), "vae": set()}
+    unet_forward, vae_encode = MultiTrackUNet.forward, AutoencoderKL.encode
+
+    def unet_spy(self, x, *args, **kwargs):
+        seen["unet"].add(x.shape[-2])
+        return unet_forward(self, x, *args, **kwargs)
+
+    def vae_spy(self, x, *args, **kwargs):
+        if self.training:
+            seen["vae"].add(x.shape[-2])
+        return vae_encode(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(MultiTrackUNet, "forward", unet_spy)
+    monkeypatch.setattr(AutoencoderKL, "encode", vae_spy)
+    synthesize(tmp_path / "val", tracks=1, seconds=3.0, seed=0, split="validation")
+    cfg = {**TINY, "data": {"train": str(data), "validation": str(tmp_path / "val"), "window_frames": 16},
+           "unet": {**TINY["unet"], "steps": 2, "window_frames": 32},
+           "validation": {"items": 1, "samples": 1, "sample_steps": 1}, "save_every": 2}
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump(cfg))
+    model = train(tmp_path / "w.yaml", tmp_path / "model")
+    assert seen["vae"] == {16}  # mel frames of the VAE's training windows
+    assert 16 in seen["unet"]  # latent frames: 32 mel frames at the VAE's 2x
+    mix, rate = sf.read(model / "training" / "samples" / "unet-0000002" / "seed0" / "mix.wav")
+    assert len(mix) == 32 * 160 and rate == 16000  # 32 mel frames at the default hop

@@ -21,7 +21,7 @@ from typing import Optional
 from pydantic import ValidationError
 
 from ..errors import NAME_ONLY, InputError, OutputError
-from .config import ORDER, STAGES, TrainConfig, load_config
+from .config import ORDER, STAGES, TrainConfig, load_config, stage_frames
 from .loop import StepBatches, Trainer
 from .stages import ClapStage, MixClap, UNetStage, VAEStage, VocoderStage
 from .validation import Validation
@@ -49,10 +49,13 @@ def train(config: TrainConfig | os.PathLike, out: os.PathLike, *, stages=ORDER, 
     if unknown:
         raise InputError("{stages}: unknown stage", f"stages are: {', '.join(STAGES)}", stages=unknown[0])
     check_out(cfg, Path(out), resume=resume, force=force)
-    runners = stage_runners(Trainer(cfg, out, cpu=cpu, progress=progress))
+    trainers: dict[int, dict] = {}  # one trainer per window length (the UNet's may be its own)
     for stage in ORDER:
         if stage in stages:
-            runners[stage].run(resume=resume)
+            frames = stage_frames(cfg, stage)
+            if frames not in trainers:
+                trainers[frames] = stage_runners(Trainer(cfg, out, cpu=cpu, progress=progress, frames=frames))
+            trainers[frames][stage].run(resume=resume)
     return Path(out)
 
 

@@ -53,6 +53,9 @@ class VAETrain(Optim):
 class UNetTrain(Optim):
     unet: UNetConfig = Field(default_factory=lambda: UNetConfig(cond_dim=None))
     lr: float = Field(3e-5, gt=0)
+    # The UNet's own training windows (default: data.window_frames): long enough to hold several
+    # bars (the paper trains on the whole 10.24 s segment) while the VAE learns from short ones.
+    window_frames: Optional[int] = Field(None, ge=8)
     ema_decay: float = Field(0.999, ge=0, lt=1)
     # A folder with a transformers CLAP (ClapModel + ClapProcessor), e.g. a model folder's clap/:
     # the UNet is then conditioned on the CLAP audio embedding of each window's mix, replaced by the
@@ -149,10 +152,14 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _frames_fit(self):
-        step = 2 ** (len(self.vae.block_out_channels) - 1) * self.unet.unet.downsample_factor
-        for name, frames in (("audio.segment_frames", self.audio.segment_frames), ("data.window_frames", self.data.window_frames)):
+        vae = 2 ** (len(self.vae.block_out_channels) - 1)
+        step = vae * self.unet.unet.downsample_factor
+        unet_window = ("unet.window_frames", self.unet.window_frames) if self.unet.window_frames else ("data.window_frames", self.data.window_frames)
+        for name, frames in (("audio.segment_frames", self.audio.segment_frames), unet_window):
             if frames is not None and frames % step:
                 raise ValueError(f"{name} ({frames}) must be a multiple of {step} (VAE x UNet downsampling)")
+        if self.data.window_frames is not None and self.data.window_frames % vae:
+            raise ValueError(f"data.window_frames ({self.data.window_frames}) must be a multiple of {vae} (VAE downsampling)")
         if self.vocoder.phase_weight and self.vocoder.kind != "vocos":
             raise ValueError("vocoder.phase_weight needs vocoder.kind vocos (it supervises the STFT its head inverts)")
         if self.vocoder.kind == "hifigan" and math.prod(self.vocoder.upsample_rates) != self.audio.hop_length:
@@ -180,6 +187,12 @@ class TrainConfig(_Strict):
         if len(self.vocoder.resblock_kernel_sizes) != len(self.vocoder.resblock_dilation_sizes):
             raise ValueError("vocoder.resblock_kernel_sizes and resblock_dilation_sizes differ in length")
         return self
+
+
+def stage_frames(cfg: TrainConfig, stage: str) -> int:
+    """The mel frames of one training window of ``stage``."""
+    own = cfg.unet.window_frames if stage == "unet" else None
+    return own or cfg.data.window_frames or cfg.audio.segment_frames
 
 
 def load_config(path: os.PathLike) -> TrainConfig:

@@ -82,7 +82,8 @@ class Trainer:
     """What every stage shares: the config, the output folder, accelerate, the data, and the loop."""
 
     def __init__(self, cfg: TrainConfig, out: os.PathLike, *, cpu: bool = False,
-                 progress: Optional[Callable[[dict], None]] = None):
+                 progress: Optional[Callable[[dict], None]] = None, frames: Optional[int] = None):
+        """``frames``: the mel frames of a training window (default: data.window_frames, else the segment)."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -93,7 +94,7 @@ class Trainer:
         self.acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu or not torch.cuda.is_available())
         set_seed(cfg.seed)
         self.front = MelFrontEnd(cfg.audio)
-        self.frames = cfg.data.window_frames or cfg.audio.segment_frames
+        self.frames = frames or cfg.data.window_frames or cfg.audio.segment_frames
         seconds = self.frames * cfg.audio.hop_length / cfg.audio.sample_rate
         self.data = self.dataset(cfg.data.train, seconds)
         self.val = None if cfg.data.validation is None else self.dataset(cfg.data.validation, seconds)
