@@ -1,12 +1,21 @@
 """Trained vocoders: log-mel ``[B, frames, n_mels]`` -> waveform ``[B, frames * hop]``.
 
 Vocos (Siuzdak, 2023) predicts each STFT frame's magnitude and phase with a ConvNeXt stack at the
-mel frame rate and lets an inverse STFT make the samples: it keeps pitch as a GAN vocoder does, at a
-fraction of HiFi-GAN's cost on a CPU (no convolution runs at the sample rate). The model code is the
-``vocos`` package's; the on-disk layout is ours, the UNet's (``weights.py``).
+mel frame rate and lets an inverse STFT make the samples, at a fraction of HiFi-GAN's cost on a CPU
+(no convolution runs at the sample rate). The backbone and inverse STFT are the ``vocos`` package's;
+the on-disk layout is ours, the UNet's (``weights.py``).
+
+Its head predicts each frame's phase from that frame's features. A held note gives the same log-mel
+frame after frame, so a convolutional stack gives it the same phase in every frame: the note restarts
+at each hop, a buzz at the frame rate that a pitch tracker takes for the note (docs/demo-model.md).
+Our ``integrated`` head instead predicts each frame's phase advance (the bin's own advance plus a
+deviation) and sums it over frames, plus a per-frame offset for onsets, each angle from two outputs
+(``atan2``, APNet's parallel estimation): a held note then keeps turning at its own frequency.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +33,7 @@ class VocosConfig(BaseModel):
     num_layers: int = Field(8, ge=1)
     n_fft: int = Field(1024, ge=16)
     hop_length: int = Field(256, ge=1)
+    phase: Literal["absolute", "integrated"] = "absolute"  # absolute: Vocos' own head
 
 
 class VocosVocoder(SafetensorsLayout, torch.nn.Module):
@@ -40,6 +50,18 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
         self.backbone = VocosBackbone(input_channels=config.n_mels, dim=config.dim,
                                       intermediate_dim=config.intermediate_dim, num_layers=config.num_layers)
         self.head = ISTFTHead(dim=config.dim, n_fft=config.n_fft, hop_length=config.hop_length, padding="same")
+        if config.phase == "integrated":
+            bins = config.n_fft // 2 + 1
+            out = torch.nn.Linear(config.dim, 5 * bins)  # log-magnitude; advance deviation and offset, 2 each
+            with torch.no_grad():  # start with no deviation and no offset: cos-parts 1, sin-parts ~0
+                w, b = out.weight.view(5, bins, -1), out.bias.view(5, bins)
+                w[1:].normal_(std=1e-3)
+                w[[1, 3]] = 0
+                b[1:] = 0
+                b[[1, 3]] = 1
+            self.head.out = out
+            self.register_buffer("advance", 2 * torch.pi * torch.arange(bins) * config.hop_length / config.n_fft,
+                                 persistent=False)
         compact_buffers(self)
 
     def forward(self, logmel: torch.Tensor, *, with_spectrum: bool = False):
@@ -54,9 +76,14 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
 
     def spectrum(self, logmel: torch.Tensor) -> torch.Tensor:
         """``[B, frames, n_mels]`` -> the complex STFT ``[B, n_fft // 2 + 1, frames]`` the head inverts
-        (its own computation: log-magnitude and phase from one linear layer)."""
+        (log-magnitude and phase from one linear layer, as Vocos' head; or the integrated phase)."""
         x = self.head.out(self.backbone(logmel.transpose(-1, -2).float())).transpose(1, 2)
-        log_mag, phase = x.chunk(2, dim=1)
+        if self.config.phase == "absolute":
+            log_mag, phase = x.chunk(2, dim=1)
+        else:
+            log_mag, dev_cos, dev_sin, off_cos, off_sin = x.chunk(5, dim=1)
+            advance = self.advance[:, None] + torch.atan2(dev_sin, dev_cos)
+            phase = torch.cumsum(advance, dim=-1) + torch.atan2(off_sin, off_cos)
         return torch.clip(torch.exp(log_mag), max=1e2) * (torch.cos(phase) + 1j * torch.sin(phase))
 
     def target_spectrum(self, wav: torch.Tensor) -> torch.Tensor:
@@ -68,10 +95,11 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
                           istft.win_length, window=istft.window, center=False, return_complex=True)
 
 
-def anti_wrapped_phase_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def anti_wrapped_phase_loss(pred: torch.Tensor, target: torch.Tensor, *, absolute: bool = True) -> torch.Tensor:
     """APNet's phase losses (Ai and Ling, 2023) between two complex STFTs ``[B, bins, frames]``:
     instantaneous phase, group delay (along frequency) and instantaneous frequency (along time),
-    each an anti-wrapped distance, weighted by the target's magnitude so silent bins do not count."""
+    each an anti-wrapped distance, weighted by the target's magnitude so silent bins do not count.
+    Without ``absolute``, the instantaneous phase is left out: an integrated phase has no origin."""
     def aw(x: torch.Tensor) -> torch.Tensor:
         return (x - 2 * torch.pi * torch.round(x / (2 * torch.pi))).abs()
 
@@ -81,7 +109,7 @@ def anti_wrapped_phase_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.T
     ip = (aw(p - t) * w).mean()
     gd = (aw(p.diff(dim=1) - t.diff(dim=1)) * w[:, 1:]).mean()
     inst = (aw(p.diff(dim=2) - t.diff(dim=2)) * w[..., 1:]).mean()
-    return ip + gd + inst
+    return (ip if absolute else 0) + gd + inst
 
 
 def compact_buffers(module: torch.nn.Module) -> None:

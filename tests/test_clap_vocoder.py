@@ -231,3 +231,40 @@ def test_the_vocos_head_spectrum_and_the_phase_losses():
     assert float(anti_wrapped_phase_loss(target * -1, target)) == pytest.approx(np.pi, rel=1e-4)  # IP only: pi
     wrapped = target * torch.exp(1j * 2 * torch.pi * torch.ones(()))  # a whole turn is no error
     assert float(anti_wrapped_phase_loss(wrapped, target)) < 1e-3
+    turned = target * torch.exp(1j * torch.tensor(1.0))  # one angle added to every bin and frame
+    assert float(anti_wrapped_phase_loss(turned, target, absolute=False)) < 1e-3  # no origin: no error
+    assert float(anti_wrapped_phase_loss(turned, target)) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_the_integrated_head_keeps_a_held_note_turning(root, tmp_path):
+    """The same log-mel frame after frame (a held note): Vocos' own head gives every frame the same
+    phase (the note restarts at each hop), the integrated one advances each bin by its frequency.
+    Trained by the vocoder stage, it loads through the user's loader."""
+    from mtldm_cli.components import load_vocoder
+    from mtldm_cli.config import PipelineConfig
+    from mtldm_cli.vocoders import VocosConfig, VocosVocoder
+
+    held = torch.randn(1, 1, 16).expand(1, 48, 16)
+    phases = {}
+    for phase in ("absolute", "integrated"):
+        torch.manual_seed(0)
+        voc = VocosVocoder(VocosConfig(n_mels=16, dim=16, intermediate_dim=32, num_layers=1, phase=phase))
+        with torch.no_grad():
+            phases[phase] = voc.spectrum(held).angle()[0, :, 12:36]  # frames the padded edges do not reach
+    steps = {k: torch.remainder(p.diff(dim=-1) + torch.pi, 2 * torch.pi) - torch.pi for k, p in phases.items()}
+    assert steps["absolute"].abs().max() < 1e-3
+    advance = torch.remainder(2 * torch.pi * torch.arange(513) * 256 / 1024 + torch.pi, 2 * torch.pi) - torch.pi
+    turned = (steps["integrated"] - advance[:, None] + torch.pi) % (2 * torch.pi) - torch.pi
+    assert turned.abs().max() < 0.05  # at its initialisation: each bin turns at its own frequency
+
+    cfg = {**CONFIG, "data": {"train": str(root / "train"), "validation": str(root / "val")},
+           "vocoder": {**CONFIG["vocoder"], "phase": "integrated", "discriminators": [], "steps": 2}}
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump(cfg))
+    out = train(tmp_path / "v.yaml", tmp_path / "run", stages=("vocoder",))
+    folder = out / "training" / "vocoder-trained"
+    voc = load_vocoder(PipelineConfig(name="x", vocoder="vocos"), folder)
+    assert isinstance(voc, VocosVocoder) and voc.config.phase == "integrated"
+    assert torch.equal(load_file(folder / "model.safetensors")["head.out.weight"], voc.head.out.weight)
+    with torch.no_grad():
+        wav = voc(torch.randn(2, 16, 64))
+    assert wav.shape == (2, 16 * 160) and torch.isfinite(wav).all()

@@ -86,6 +86,7 @@ class VocoderTrain(Optim):
     window_frames: int = Field(32, ge=4)
     mel_weight: float = Field(1.0, ge=0)
     phase_weight: float = Field(0.0, ge=0)  # vocos: APNet's anti-wrapped phase losses on the head's STFT
+    phase: Literal["absolute", "integrated"] = "absolute"  # vocos: its head's phase (vocoders.py says why)
     discriminators: tuple[Literal["mpd", "mrd"], ...] = ()
     mrd_fft_sizes: tuple[int, ...] = (1024, 512, 256)
     adversarial_start: int = Field(0, ge=0)
@@ -162,6 +163,8 @@ class TrainConfig(_Strict):
             raise ValueError(f"data.window_frames ({self.data.window_frames}) must be a multiple of {vae} (VAE downsampling)")
         if self.vocoder.phase_weight and self.vocoder.kind != "vocos":
             raise ValueError("vocoder.phase_weight needs vocoder.kind vocos (it supervises the STFT its head inverts)")
+        if self.vocoder.phase != "absolute" and self.vocoder.kind != "vocos":
+            raise ValueError("vocoder.phase integrated needs vocoder.kind vocos (it is a Vocos head)")
         if self.vocoder.kind == "hifigan" and math.prod(self.vocoder.upsample_rates) != self.audio.hop_length:
             raise ValueError(f"vocoder.upsample_rates multiply to {math.prod(self.vocoder.upsample_rates)}, "
                              f"not audio.hop_length ({self.audio.hop_length})")

@@ -213,7 +213,8 @@ class VocoderStage(Stage):
             parts = {}
             if v.phase_weight:
                 wav, spec = model(mel, with_spectrum=True)
-                parts["phase"] = anti_wrapped_phase_loss(spec, self.acc.unwrap_model(model).target_spectrum(clips))
+                parts["phase"] = anti_wrapped_phase_loss(spec, self.acc.unwrap_model(model).target_spectrum(clips),
+                                                         absolute=v.phase == "absolute")
             else:
                 wav = model(mel)
             wav = wav[..., :clips.shape[-1]]
@@ -420,7 +421,8 @@ def build_vocoder(cfg: TrainConfig):
         from ..vocoders import VocosConfig, VocosVocoder
 
         return VocosVocoder(VocosConfig(n_mels=cfg.audio.n_mels, dim=v.dim, intermediate_dim=v.intermediate_dim,
-                                        num_layers=v.num_layers, n_fft=cfg.audio.n_fft, hop_length=cfg.audio.hop_length))
+                                        num_layers=v.num_layers, n_fft=cfg.audio.n_fft, hop_length=cfg.audio.hop_length,
+                                        phase=v.phase))
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
     return SpeechT5HifiGan(SpeechT5HifiGanConfig(
