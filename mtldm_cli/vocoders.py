@@ -60,6 +60,7 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
                 b[1:] = 0
                 b[[1, 3]] = 1
             self.head.out = out
+            self.advance: torch.Tensor  # each bin's phase advance in one hop, at its centre frequency
             self.register_buffer("advance", 2 * torch.pi * torch.arange(bins) * config.hop_length / config.n_fft,
                                  persistent=False)
         compact_buffers(self)
