@@ -107,10 +107,9 @@ def anti_wrapped_phase_loss(pred: torch.Tensor, target: torch.Tensor, *, absolut
     p, t = pred.angle(), target.angle()
     w = target.abs()
     w = w / w.mean(dim=(1, 2), keepdim=True).clamp(min=1e-8)
-    ip = (aw(p - t) * w).mean()
     gd = (aw(p.diff(dim=1) - t.diff(dim=1)) * w[:, 1:]).mean()
     inst = (aw(p.diff(dim=2) - t.diff(dim=2)) * w[..., 1:]).mean()
-    return (ip if absolute else 0) + gd + inst
+    return gd + inst + ((aw(p - t) * w).mean() if absolute else 0)
 
 
 def compact_buffers(module: torch.nn.Module) -> None:

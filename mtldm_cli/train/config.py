@@ -192,8 +192,8 @@ class TrainConfig(_Strict):
         return self
 
 
-def stage_frames(cfg: TrainConfig, stage: str) -> int:
-    """The mel frames of one training window of ``stage``."""
+def stage_frames(cfg: TrainConfig, stage: Optional[str] = None) -> int:
+    """The mel frames of one training window of ``stage`` (default: the windows the stages share)."""
     own = cfg.unet.window_frames if stage == "unet" else None
     return own or cfg.data.window_frames or cfg.audio.segment_frames
 

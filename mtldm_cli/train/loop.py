@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..audio import atomic_write_text
-from .config import STAGES, Optim, TrainConfig
+from .config import STAGES, Optim, TrainConfig, stage_frames
 from .logs import LossLog, plot_losses
 
 # ----- the step-indexed data order ---------------------------------------------------------------
@@ -94,7 +94,7 @@ class Trainer:
         self.acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu or not torch.cuda.is_available())
         set_seed(cfg.seed)
         self.front = MelFrontEnd(cfg.audio)
-        self.frames = frames or cfg.data.window_frames or cfg.audio.segment_frames
+        self.frames = frames or stage_frames(cfg)
         seconds = self.frames * cfg.audio.hop_length / cfg.audio.sample_rate
         self.data = self.dataset(cfg.data.train, seconds)
         self.val = None if cfg.data.validation is None else self.dataset(cfg.data.validation, seconds)
