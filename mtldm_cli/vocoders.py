@@ -11,6 +11,11 @@ at each hop, a buzz at the frame rate that a pitch tracker takes for the note (d
 Our ``integrated`` head instead predicts each frame's phase advance (the bin's own advance plus a
 deviation) and sums it over frames, plus a per-frame offset for onsets, each angle from two outputs
 (``atan2``, APNet's parallel estimation): a held note then keeps turning at its own frequency.
+
+The learned magnitude can still lose which pitch classes sound (the key). With ``magnitude:
+mel-prior`` (FreeV, Lv et al., 2024) the backbone reads the least-squares inverse of the mel filters
+(torchaudio's ``InverseMelScale``), which keeps every partial in its bin, and the head learns a
+log-magnitude correction to it that starts at zero.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ class VocosConfig(BaseModel):
     n_fft: int = Field(1024, ge=16)
     hop_length: int = Field(256, ge=1)
     phase: Literal["absolute", "integrated"] = "absolute"  # absolute: Vocos' own head
+    magnitude: Literal["learned", "mel-prior"] = "learned"  # learned: Vocos' own head
+    # the mel filters the prior inverts (the front end's; read only for mel-prior)
+    sample_rate: int = Field(16000, ge=1)
+    f_min: float = Field(0.0, ge=0)
+    f_max: float = Field(8000.0, gt=0)
+    log_clamp: float = Field(1e-5, gt=0)
 
 
 class VocosVocoder(SafetensorsLayout, torch.nn.Module):
@@ -47,11 +58,12 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
         from vocos.models import VocosBackbone
 
         self.config = config
-        self.backbone = VocosBackbone(input_channels=config.n_mels, dim=config.dim,
+        bins = config.n_fft // 2 + 1
+        prior = config.magnitude == "mel-prior"
+        self.backbone = VocosBackbone(input_channels=bins if prior else config.n_mels, dim=config.dim,
                                       intermediate_dim=config.intermediate_dim, num_layers=config.num_layers)
         self.head = ISTFTHead(dim=config.dim, n_fft=config.n_fft, hop_length=config.hop_length, padding="same")
         if config.phase == "integrated":
-            bins = config.n_fft // 2 + 1
             out = torch.nn.Linear(config.dim, 5 * bins)  # log-magnitude; advance deviation and offset, 2 each
             with torch.no_grad():  # start with no deviation and no offset: cos-parts 1, sin-parts ~0
                 w, b = out.weight.view(5, bins, -1), out.bias.view(5, bins)
@@ -63,6 +75,16 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
             self.advance: torch.Tensor  # each bin's phase advance in one hop, at its centre frequency
             self.register_buffer("advance", 2 * torch.pi * torch.arange(bins) * config.hop_length / config.n_fft,
                                  persistent=False)
+        if prior:
+            import torchaudio
+
+            with torch.no_grad():  # the correction to the prior starts at zero
+                self.head.out.weight[:bins] = 0
+                self.head.out.bias[:bins] = 0
+            fb = torchaudio.functional.melscale_fbanks(bins, config.f_min, config.f_max, config.n_mels,
+                                                       config.sample_rate, norm="slaney", mel_scale="slaney")
+            self.inverse_mel: torch.Tensor  # [bins, n_mels]: the minimum-norm least-squares inverse
+            self.register_buffer("inverse_mel", torch.linalg.pinv(fb.T), persistent=False)
         compact_buffers(self)
 
     def forward(self, logmel: torch.Tensor, *, with_spectrum: bool = False):
@@ -78,14 +100,25 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
     def spectrum(self, logmel: torch.Tensor) -> torch.Tensor:
         """``[B, frames, n_mels]`` -> the complex STFT ``[B, n_fft // 2 + 1, frames]`` the head inverts
         (log-magnitude and phase from one linear layer, as Vocos' head; or the integrated phase)."""
-        x = self.head.out(self.backbone(logmel.transpose(-1, -2).float())).transpose(1, 2)
+        features = logmel.transpose(-1, -2).float()
+        if self.config.magnitude == "mel-prior":
+            features = self.prior_log_magnitude(features)
+        x = self.head.out(self.backbone(features)).transpose(1, 2)
         if self.config.phase == "absolute":
             log_mag, phase = x.chunk(2, dim=1)
         else:
             log_mag, dev_cos, dev_sin, off_cos, off_sin = x.chunk(5, dim=1)
             advance = self.advance[:, None] + torch.atan2(dev_sin, dev_cos)
             phase = torch.cumsum(advance, dim=-1) + torch.atan2(off_sin, off_cos)
+        if self.config.magnitude == "mel-prior":
+            log_mag = log_mag + features
         return torch.clip(torch.exp(log_mag), max=1e2) * (torch.cos(phase) + 1j * torch.sin(phase))
+
+    def prior_log_magnitude(self, logmel: torch.Tensor) -> torch.Tensor:
+        """``[B, n_mels, frames]`` log-mel -> ``[B, bins, frames]`` log-magnitude through the least-squares
+        inverse of the mel filters, negative values cut to zero as ``InverseMelScale`` does."""
+        linear = torch.relu(self.inverse_mel @ logmel.exp())
+        return torch.log(torch.clamp(linear, min=self.config.log_clamp))
 
     def target_spectrum(self, wav: torch.Tensor) -> torch.Tensor:
         """The STFT of ``[B, frames * hop]`` audio on the head's own frames ("same" padding, its

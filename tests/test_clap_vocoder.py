@@ -268,3 +268,56 @@ def test_the_integrated_head_keeps_a_held_note_turning(root, tmp_path):
     with torch.no_grad():
         wav = voc(torch.randn(2, 16, 64))
     assert wav.shape == (2, 16 * 160) and torch.isfinite(wav).all()
+
+
+def test_the_mel_prior_head_starts_at_the_inverse_of_the_mel_filters(root, tmp_path):
+    """Untrained, a mel-prior head's magnitude is torchaudio's InverseMelScale of the log-mel (its
+    correction starts at zero); the vocoder stage trains it and the user's loader loads it."""
+    import torchaudio
+
+    from mtldm_cli.components import load_vocoder
+    from mtldm_cli.config import PipelineConfig
+    from mtldm_cli.vocoders import VocosConfig, VocosVocoder
+
+    torch.manual_seed(0)
+    voc = VocosVocoder(VocosConfig(n_mels=16, dim=16, intermediate_dim=32, num_layers=1, magnitude="mel-prior"))
+    logmel = torch.randn(2, 24, 16)
+    with torch.no_grad():
+        mag = voc.spectrum(logmel).abs()
+    inverse = torchaudio.transforms.InverseMelScale(513, n_mels=16, sample_rate=16000, f_min=0.0, f_max=8000.0,
+                                                    norm="slaney", mel_scale="slaney")
+    expected = inverse(logmel.exp().transpose(-1, -2)).clamp(min=1e-5)
+    assert torch.allclose(mag, expected.clip(max=1e2), rtol=1e-3, atol=1e-4)
+    learned = VocosVocoder(VocosConfig(n_mels=16, dim=16, intermediate_dim=32, num_layers=1))
+    with torch.no_grad():
+        assert not torch.allclose(learned.spectrum(logmel).abs(), expected, rtol=0.1)
+
+    cfg = {**CONFIG, "data": {"train": str(root / "train"), "validation": str(root / "val")},
+           "vocoder": {**CONFIG["vocoder"], "magnitude": "mel-prior", "phase": "integrated", "discriminators": [],
+                       "steps": 2}}
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump(cfg))
+    out = train(tmp_path / "v.yaml", tmp_path / "run", stages=("vocoder",))
+    folder = out / "training" / "vocoder-trained"
+    voc = load_vocoder(PipelineConfig(name="x", vocoder="vocos"), folder)
+    assert isinstance(voc, VocosVocoder) and voc.config.magnitude == "mel-prior"
+    assert torch.equal(load_file(folder / "model.safetensors")["head.out.weight"], voc.head.out.weight)
+    assert voc.head.out.weight[:513].abs().sum() > 0  # training moved the correction off zero
+    with torch.no_grad():
+        wav = voc(torch.randn(2, 16, 64))
+    assert wav.shape == (2, 16 * 160) and torch.isfinite(wav).all()
+
+
+def test_mrstft_weight_scales_the_vocoder_loss(root, tmp_path):
+    """With the log-mel and phase terms off, the first step's logged loss is mrstft_weight x the
+    MR-STFT distance: the same clips and weights at weights 1 and 3 log losses 1:3."""
+    first = {}
+    for weight in (1.0, 3.0):
+        cfg = {**CONFIG, "data": {"train": str(root / "train"), "validation": str(root / "val")},
+               "vocoder": {**CONFIG["vocoder"], "discriminators": [], "steps": 1, "mel_weight": 0.0,
+                           "phase_weight": 0.0, "mrstft_weight": weight}}
+        (tmp_path / "v.yaml").write_text(yaml.safe_dump(cfg))
+        out = train(tmp_path / "v.yaml", tmp_path / f"run{weight}", stages=("vocoder",))
+        rows = (out / "training" / "log.csv").read_text().splitlines()
+        header = rows[0].split(",")
+        first[weight] = float(rows[1].split(",")[header.index("loss")])
+    assert first[3.0] == pytest.approx(3 * first[1.0], rel=1e-4)

@@ -71,7 +71,8 @@ class UNetTrain(Optim):
 
 class VocoderTrain(Optim):
     """A vocoder on ground-truth log-mels: a Vocos (ConvNeXt + inverse STFT) or a HiFi-GAN generator
-    (transformers' SpeechT5HifiGan). Loss: multi-resolution STFT + ``mel_weight`` x log-mel L1, and,
+    (transformers' SpeechT5HifiGan). Loss: ``mrstft_weight`` x multi-resolution STFT + ``mel_weight`` x
+    log-mel L1, and,
     from ``adversarial_start`` on, the GAN terms (least squares + feature matching) of the named
     ``discriminators``: HiFi-GAN's multi-period ("mpd"), Vocos' multi-resolution ("mrd").
 
@@ -85,8 +86,10 @@ class VocoderTrain(Optim):
     lr: float = Field(2e-4, gt=0)
     window_frames: int = Field(32, ge=4)
     mel_weight: float = Field(1.0, ge=0)
+    mrstft_weight: float = Field(1.0, ge=0)  # the term that sees the loud bins' spectral convergence
     phase_weight: float = Field(0.0, ge=0)  # vocos: APNet's anti-wrapped phase losses on the head's STFT
     phase: Literal["absolute", "integrated"] = "absolute"  # vocos: its head's phase (vocoders.py says why)
+    magnitude: Literal["learned", "mel-prior"] = "learned"  # vocos: its head's magnitude (vocoders.py says why)
     discriminators: tuple[Literal["mpd", "mrd"], ...] = ()
     mrd_fft_sizes: tuple[int, ...] = (1024, 512, 256)
     adversarial_start: int = Field(0, ge=0)
@@ -165,6 +168,8 @@ class TrainConfig(_Strict):
             raise ValueError("vocoder.phase_weight needs vocoder.kind vocos (it supervises the STFT its head inverts)")
         if self.vocoder.phase != "absolute" and self.vocoder.kind != "vocos":
             raise ValueError("vocoder.phase integrated needs vocoder.kind vocos (it is a Vocos head)")
+        if self.vocoder.magnitude != "learned" and self.vocoder.kind != "vocos":
+            raise ValueError("vocoder.magnitude mel-prior needs vocoder.kind vocos (it is a Vocos head)")
         if self.vocoder.kind == "hifigan" and math.prod(self.vocoder.upsample_rates) != self.audio.hop_length:
             raise ValueError(f"vocoder.upsample_rates multiply to {math.prod(self.vocoder.upsample_rates)}, "
                              f"not audio.hop_length ({self.audio.hop_length})")

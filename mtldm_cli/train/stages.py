@@ -219,7 +219,7 @@ class VocoderStage(Stage):
                 wav = model(mel)
             wav = wav[..., :clips.shape[-1]]
             mel_l1 = (front(wav, n) - mel).abs().mean()
-            loss = mrstft(wav, clips) + v.mel_weight * mel_l1 + v.phase_weight * parts.get("phase", 0.0)
+            loss = v.mrstft_weight * mrstft(wav, clips) + v.mel_weight * mel_l1 + v.phase_weight * parts.get("phase", 0.0)
             if disc is not None:
                 loss = loss + v.adversarial_weight * disc(clips, wav).generator_loss()
             return loss, {"l1": mel_l1, **parts}
@@ -422,7 +422,8 @@ def build_vocoder(cfg: TrainConfig):
 
         return VocosVocoder(VocosConfig(n_mels=cfg.audio.n_mels, dim=v.dim, intermediate_dim=v.intermediate_dim,
                                         num_layers=v.num_layers, n_fft=cfg.audio.n_fft, hop_length=cfg.audio.hop_length,
-                                        phase=v.phase))
+                                        phase=v.phase, magnitude=v.magnitude, sample_rate=cfg.audio.sample_rate,
+                                        f_min=cfg.audio.f_min, f_max=cfg.audio.f_max, log_clamp=cfg.audio.log_clamp))
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
     return SpeechT5HifiGan(SpeechT5HifiGanConfig(
