@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Mapping
@@ -25,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from .config import PIPELINE_FILE
 from .errors import NAME_ONLY, ModelError
+from .names import check_stem_names, safe_component
 
 HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRUE = {"1", "true", "yes", "on"}
@@ -80,6 +82,12 @@ class AudioSummary(BaseModel):
     sample_rate: int
     segment_seconds: float
     stems: list[str]
+
+    @field_validator("stems")
+    @classmethod
+    def _plain_names(cls, v: list[str]) -> list[str]:
+        check_stem_names(v)
+        return v
 
 
 class Entry(BaseModel):
@@ -315,7 +323,7 @@ def _from_hub(repo_id, revision, subfolder, offline, cache_dir, sha256, progress
 def _download(url: str, sha256: str | None, offline: bool, root: Path, progress) -> Path:
     """Fetch ``url`` once into the cache; verified by ``sha256`` when one is known."""
     key = sha256[:16] if sha256 else "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
-    name = urllib.request.url2pathname(url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]) or "download"
+    name = safe_component(urllib.parse.unquote(url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]), "download")
     archive = root / "downloads" / key / name
     if not archive.is_file():
         if offline:

@@ -6,6 +6,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .names import check_stem_names
+
 DEFAULT_STEMS = ("bass", "drums", "guitar", "piano")
 PIPELINE_FILE = "pipeline.json"  # the file that makes a folder a model folder
 
@@ -38,6 +40,7 @@ class AudioConfig(BaseModel):
     def _unique_stems(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if len(v) < 2 or len(set(v)) != len(v) or "mix" in v:
             raise ValueError("stems must be at least two unique names, none of them 'mix'")
+        check_stem_names(v)
         return v
 
     @property

@@ -1,0 +1,63 @@
+"""Issue 16's attacks and faults, each through a public seam: the matrix in docs/reliability.md."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from mtldm_cli.errors import ModelError
+from mtldm_cli.names import safe_component
+from mtldm_cli.sources import resolve_model
+
+from .conftest import assert_one_line_error, register_entry
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("model.tar.gz", "model.tar.gz"), ("../../etc/passwd", "etc_passwd"), ("..", "x"), ("/abs/x", "abs_x"),
+    (".hidden", "hidden"), ("-rf", "rf"), ("a b\\c:d", "a_b_c_d"), ("", "x"), ("é" * 300, "x"), ("a" * 300, "a" * 100),
+])
+def test_safe_component_is_one_plain_component(text, expected):
+    assert safe_component(text, "x") == expected
+
+
+def test_a_url_name_cannot_reach_outside_the_download_cache(tmp_path, monkeypatch):
+    """A registry URL whose last segment percent-decodes to ``../../../victim.tar.gz`` once named the
+    download outside the cache: the file there was overwritten, sha256-checked and deleted on
+    mismatch. Now the download lands under the cache, and only the cache's copy is dropped."""
+    victim = tmp_path / "victim.tar.gz"
+    victim.write_bytes(b"precious")
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    url = (tmp_path / "a" / "b" / "c").as_uri() + "/..%2F..%2F..%2Fvictim.tar.gz"  # fetches the victim itself
+    register_entry(tmp_path, monkeypatch, "evil", f'url = "{url}", sha256 = "{"ab" * 32}"')
+    cache = tmp_path / "c"
+    for offline in (False, True, False):
+        with pytest.raises(ModelError, match="sha256 mismatch|not in the cache"):
+            resolve_model("evil", cache_dir=cache, offline=offline)
+        assert victim.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "c", "extra.toml", "victim.tar.gz"]
+
+
+@pytest.mark.parametrize("stem", ["../../x", "/abs/x", "a/b", "..", ".hidden", "bass drum", ""])
+def test_a_model_with_a_path_for_a_stem_name_is_refused(cli, tiny_dir, tmp_path, stem):
+    """Stem names become file names: a model whose pipeline.json names a stem ``../../x`` must not
+    write outside --out; it is refused as a bad model (exit 3) before anything is written."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    config = json.loads((model / "pipeline.json").read_text())
+    config["audio"]["stems"][0] = stem
+    (model / "pipeline.json").write_text(json.dumps(config))
+    work = tmp_path / "work"
+    out = work / "a" / "out"
+    result = cli("generate", "--model", model, "--out", out, "--steps", "2", "--duration", "1")
+    assert_one_line_error(result, 3, "stem name")
+    assert not work.exists() or not any(p.is_file() for p in work.rglob("*"))
+    assert not list(tmp_path.glob("*.wav")) and not (tmp_path / "x.wav").exists()
+
+
+def test_a_registry_entry_with_a_path_for_a_stem_name_is_refused(tmp_path, monkeypatch):
+    register_entry(tmp_path, monkeypatch, "evil", 'hf = "someone/x", revision = "' + "0" * 40 + '"',
+                   audio='sample_rate = 16000, segment_seconds = 10.24, stems = ["../x", "drums"]')
+    with pytest.raises(ModelError, match="stem name"):
+        resolve_model("evil", cache_dir=tmp_path / "c", offline=True)
