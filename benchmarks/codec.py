@@ -14,8 +14,10 @@ test track (`mtldm data synth --split test`, made when --data is missing):
   bass, guitar and piano (goals: >= 80 % of the real voiced fraction, < 50 cents);
 - key agreement: the share of pairs of pitched stems of one song with the same estimated key
   (Krumhansl-Kessler on chroma), against the real stems' (goal: >= 80 % of the real value);
+- key kept: the share of pitched stems whose estimated key is the real stem's;
 - onset sharpness (top 2 % of the onset envelope over its mean) next to the real stems';
-- MR-STFT distance, and log-mel L1 on one fixed 128-mel front end for every codec;
+- MR-STFT distance, its spectral-convergence half alone (``sc``: the loud bins), and log-mel L1 on
+  one fixed 128-mel front end for every codec;
 - the separation oracle: the true stems through the codec, SI-SDRi with and without the Wiener
   filter against the mix;
 - speed: decoding 10.24 s of 4 stems (VAE decode + vocoder), and each vocoder alone on the same
@@ -41,7 +43,7 @@ from benchmarks.common import machine_report
 from mtldm_cli.audio import MelFrontEnd, griffin_lim_vocoder, is_silent
 from mtldm_cli.config import PIPELINE_FILE, AudioConfig, PipelineConfig
 from mtldm_cli.data.datasets import StemDataset
-from mtldm_cli.metrics import evaluate_separation, key_agreement, mrstft_distance, onset_sharpness
+from mtldm_cli.metrics import estimate_key, evaluate_separation, key_agreement, mrstft_distance, onset_sharpness, spectral_convergence
 from mtldm_cli.separation import wiener_filter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,6 +158,56 @@ def test_windows(folder: Path, tracks: int) -> tuple[list[str], torch.Tensor]:
     return list(ds.stems), torch.stack([ds[(i, 0)]["stems"] for i in picks])
 
 
+class Reference:
+    """The real test windows, and what each path's audio is measured against: their pitch (computed
+    once), their keys, one fixed 128-mel front end."""
+
+    def __init__(self, stems: list[str], windows: torch.Tensor, crepe: str):
+        self.stems, self.windows, self.crepe = stems, windows, crepe
+        self.front = MelFrontEnd(EVAL_MEL)
+        self.frames = windows.shape[-1] // EVAL_MEL.hop_length
+        self.pitch = {(k, stem): pitch(track[i].numpy(), crepe) for k, track in enumerate(windows)
+                      for i, stem in enumerate(stems) if stem in PITCHED and not is_silent(track[i])}
+        self.key = {(k, stem): estimate_key(windows[k][self.stems.index(stem)].numpy(), RATE) for k, stem in self.pitch}
+
+    def measure(self, tracks: list[torch.Tensor]) -> dict:
+        """Per stem: voiced fraction, pitch error (cents, median over tracks), key kept (is the estimated
+        key the real stem's?), onset sharpness, MR-STFT, spectral convergence, log-mel L1; and the key
+        agreement between one song's pitched stems. ``tracks``: ``[4, N]`` per test window."""
+        metrics = ("voiced", "cents", "key_kept", "sharp", "mrstft", "sc", "mel_l1")
+        per: dict = {s: {m: [] for m in metrics} for s in self.stems}
+        keys = []
+        for k, (est, ref) in enumerate(zip(tracks, self.windows)):
+            pitched = []
+            for i, stem in enumerate(self.stems):
+                if is_silent(ref[i]):
+                    continue
+                p = per[stem]
+                p["sharp"].append(onset_sharpness(est[i].numpy(), RATE))
+                p["mrstft"].append(float(mrstft_distance(est[i][None], ref[i][None])))
+                p["sc"].append(spectral_convergence(est[i][None], ref[i][None]))
+                p["mel_l1"].append(float((self.front(est[i], self.frames) - self.front(ref[i], self.frames)).abs().mean()))
+                if stem in PITCHED:
+                    wav = est[i].numpy()
+                    pitched.append(wav)
+                    p["key_kept"].append(float(estimate_key(wav, RATE) == self.key[k, stem]))
+                    f_ref, v_ref = self.pitch[k, stem]
+                    f, v = (f_ref, v_ref) if torch.equal(est[i], ref[i]) else pitch(wav, self.crepe)
+                    m = min(len(v), len(v_ref))
+                    both = v[:m] & v_ref[:m]
+                    p["voiced"].append(float(v[:m].mean()))
+                    if both.any():
+                        p["cents"].append(float(np.median(np.abs(1200 * np.log2(f[:m][both] / f_ref[:m][both])))))
+            if len(pitched) >= 2:
+                keys.append(key_agreement(pitched, RATE))
+        summary: dict = {s: {m: round(float(np.mean(v)), 4) for m, v in d.items() if v} for s, d in per.items()}
+        for s in PITCHED:
+            if per[s]["cents"]:
+                summary[s]["cents"] = round(float(np.median(per[s]["cents"])), 1)
+        summary["key_agreement"] = round(float(np.mean(keys)), 4) if keys else None
+        return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--codec", action="append", help="NAME=MODEL_OR_FOLDER (repeatable)")
@@ -174,8 +226,6 @@ def main() -> None:
         synthesize(args.data, tracks=max(args.tracks, 16), seconds=30.0, split="test", jobs=2)
     codecs = [Codec(*spec.split("=", 1)) for spec in (args.codec or ["v1=demo", f"v2={ROOT / 'models' / 'demo-v2'}"])]
     stems, windows = test_windows(args.data, args.tracks)
-    eval_front = MelFrontEnd(EVAL_MEL)
-    frames = windows.shape[-1] // EVAL_MEL.hop_length
 
     outputs: dict[str, list[torch.Tensor]] = {}  # path -> per track [4, N]
     for k in range(len(windows)):
@@ -183,47 +233,11 @@ def main() -> None:
             for path, wav in codec.paths(windows[k]).items():
                 outputs.setdefault(path, []).append(wav)
 
-    real_pitch = {}
-    for k, track in enumerate(windows):
-        for i, stem in enumerate(stems):
-            if stem in PITCHED and not is_silent(track[i]):
-                real_pitch[k, stem] = pitch(track[i].numpy(), args.crepe)
-
-    def measure(tracks: list[torch.Tensor]) -> dict:
-        per: dict = {s: {"voiced": [], "cents": [], "sharp": [], "mrstft": [], "mel_l1": []} for s in stems}
-        keys = []
-        for k, (est, ref) in enumerate(zip(tracks, windows)):
-            pitched = []
-            for i, stem in enumerate(stems):
-                if is_silent(ref[i]):
-                    continue
-                p = per[stem]
-                p["sharp"].append(onset_sharpness(est[i].numpy(), RATE))
-                p["mrstft"].append(float(mrstft_distance(est[i][None], ref[i][None])))
-                p["mel_l1"].append(float((eval_front(est[i], frames) - eval_front(ref[i], frames)).abs().mean()))
-                if stem in PITCHED:
-                    pitched.append(est[i].numpy())
-                    f_ref, v_ref = real_pitch[k, stem]
-                    f, v = pitch(est[i].numpy(), args.crepe) if tracks is not real else real_pitch[k, stem]
-                    m = min(len(v), len(v_ref))
-                    both = v[:m] & v_ref[:m]
-                    p["voiced"].append(float(v[:m].mean()))
-                    if both.any():
-                        p["cents"].append(float(np.median(np.abs(1200 * np.log2(f[:m][both] / f_ref[:m][both])))))
-            if len(pitched) >= 2:
-                keys.append(key_agreement(pitched, RATE))
-        summary = {s: {m: round(float(np.mean(v)), 4) for m, v in d.items() if v} for s, d in per.items()}
-        for s in PITCHED:
-            if per[s]["cents"]:
-                summary[s]["cents"] = round(float(np.median(per[s]["cents"])), 1)
-        summary["key_agreement"] = round(float(np.mean(keys)), 4) if keys else None
-        return summary
-
-    real = list(windows)
+    reference = Reference(stems, windows, args.crepe)
     report: dict = {**machine_report(), "tracks": len(windows), "crepe": args.crepe, "codecs": {c.name: c.kind for c in codecs},
-                    "paths": {"real stems": measure(real)}}
+                    "paths": {"real stems": reference.measure(list(windows))}}
     for path, tracks in outputs.items():
-        report["paths"][path] = measure(tracks)
+        report["paths"][path] = reference.measure(tracks)
 
     # separation oracle: the true stems through each codec's full path, then with the Wiener filter
     oracle = {}

@@ -3,6 +3,7 @@ rebuilt from magnitudes and phases of different origins, each measured as benchm
 
     python benchmarks/vocoder_phase.py --vocoder runs/demo-v2/vocoder/training/vocoder-trained
     python benchmarks/vocoder_phase.py --vocoder DIR --tracks 3          # a smoke run
+    python benchmarks/vocoder_phase.py --vocoder DIR --vocos-only        # the Vocos alone: compare saves
 
 The STFT is the vocoder head's own (its n_fft, hop, window), so every row is that head's inverse STFT of:
 
@@ -11,8 +12,9 @@ The STFT is the vocoder head's own (its n_fft, hop, window), so every row is tha
 - the Vocos' magnitude + the true phase, and the true magnitude + the Vocos' phase;
 - mel magnitude + Griffin-Lim (the Griffin-Lim vocoder), and the Vocos as it plays.
 
-Prints a JSON report (machine, date, settings, figures): voiced fraction and median pitch error in
-cents for bass, guitar and piano (torchcrepe), key agreement, MR-STFT.
+Prints a JSON report (machine, date, settings, figures), each row measured by benchmarks/codec.py's
+``Reference``: voiced fraction and median pitch error in cents for bass, guitar and piano
+(torchcrepe), key kept and key agreement, onset sharpness, MR-STFT, spectral convergence, log-mel L1.
 """
 
 from __future__ import annotations
@@ -22,16 +24,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.codec import PITCHED, RATE, ROOT, fit, pitch, test_windows
+from benchmarks.codec import ROOT, Reference, fit, test_windows
 from benchmarks.common import machine_report
-from mtldm_cli.audio import MelFrontEnd, is_silent
+from mtldm_cli.audio import MelFrontEnd
 from mtldm_cli.config import AudioConfig
-from mtldm_cli.metrics import key_agreement, mrstft_distance
 from mtldm_cli.vocoders import VocosVocoder
 
 
@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, default=8)
     ap.add_argument("--n-mels", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--vocos-only", action="store_true", help="only the Vocos as it plays: a quick comparison of saves")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     voc = VocosVocoder.from_pretrained(args.vocoder).eval()
@@ -75,6 +76,9 @@ def main() -> None:
             frames = min(true.shape[-1], mel.shape[1])
             true = true[..., :frames]
             vocos = voc.spectrum(mel)[..., :frames]
+            if args.vocos_only:
+                rows.setdefault("Vocos (its magnitude and phase)", []).append(fit(voc.head.istft(vocos), n))
+                continue
             mel_mag = inverse_mel(mel.exp().transpose(-1, -2))[..., :frames].clamp(min=0)
             made = {
                 "true magnitude + Griffin-Lim phase": griffin_lim(voc, true.abs()),
@@ -87,36 +91,9 @@ def main() -> None:
             for name, wav in made.items():
                 rows.setdefault(name, []).append(fit(wav, n))
 
-    real = {(k, i): pitch(windows[k][i].numpy(), "tiny") for k in range(len(windows)) for i, s in enumerate(stems)
-            if s in PITCHED and not is_silent(windows[k][i])}
-
-    def measure(tracks: list[torch.Tensor]) -> dict:
-        per = {s: {"voiced": [], "cents": [], "mrstft": []} for s in PITCHED}
-        keys = []
-        for k, est in enumerate(tracks):
-            pitched = []
-            for i, s in enumerate(stems):
-                if (k, i) not in real:
-                    continue
-                f_ref, v_ref = real[k, i]
-                f, v = pitch(est[i].numpy(), "tiny") if tracks is not windows else real[k, i]
-                m = min(len(v), len(v_ref))
-                both = v[:m] & v_ref[:m]
-                per[s]["voiced"].append(float(v[:m].mean()))
-                if both.any():
-                    per[s]["cents"].append(float(np.median(np.abs(1200 * np.log2(f[:m][both] / f_ref[:m][both])))))
-                per[s]["mrstft"].append(float(mrstft_distance(est[i][None], windows[k][i][None])))
-                pitched.append(est[i].numpy())
-            if len(pitched) >= 2:
-                keys.append(key_agreement(pitched, RATE))
-        out: dict = {s: {"voiced": round(float(np.mean(d["voiced"])), 3),
-                         "cents": round(float(np.median(d["cents"])), 1) if d["cents"] else None,
-                         "mrstft": round(float(np.mean(d["mrstft"])), 3)} for s, d in per.items() if d["voiced"]}
-        out["key_agreement"] = round(float(np.mean(keys)), 3) if keys else None
-        return out
-
+    reference = Reference(stems, windows, "tiny")
     report = {**machine_report(), "vocoder": str(args.vocoder), "tracks": len(windows), "crepe": "tiny",
-              "rows": {"real stems": measure(windows)} | {name: measure(t) for name, t in rows.items()}}
+              "rows": {"real stems": reference.measure(list(windows))} | {name: reference.measure(t) for name, t in rows.items()}}
     print(json.dumps(report, indent=2))
 
 

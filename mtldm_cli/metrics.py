@@ -84,9 +84,22 @@ MRSTFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop), Yam
 def mrstft_distance(est, ref, resolutions=MRSTFT_RESOLUTIONS, eps: float = 1e-7):
     """Multi-resolution STFT distance (spectral convergence + log-magnitude L1, averaged over
     resolutions), Parallel WaveGAN's loss: lower is closer. Differentiable; ``[..., N]`` tensors."""
+    terms = _mrstft_terms(est, ref, resolutions, eps)
+    return sum(sc.mean() + log_l1 for sc, log_l1 in terms) / len(terms)
+
+
+def spectral_convergence(est, ref, resolutions=MRSTFT_RESOLUTIONS, eps: float = 1e-7) -> float:
+    """The spectral-convergence half of :func:`mrstft_distance` alone, ``|R - E| / |R|`` averaged over
+    resolutions: it weighs the loud bins, where the log-magnitude half weighs every bin alike."""
+    terms = _mrstft_terms(est, ref, resolutions, eps)
+    return float(sum(sc.mean() for sc, _ in terms) / len(terms))
+
+
+def _mrstft_terms(est, ref, resolutions, eps):
+    """Per resolution: spectral convergence per signal, and the mean log-magnitude L1."""
     import torch
 
-    total = 0.0
+    terms = []
     for n_fft, hop in resolutions:
         window = torch.hann_window(n_fft, device=est.device)
 
@@ -96,8 +109,8 @@ def mrstft_distance(est, ref, resolutions=MRSTFT_RESOLUTIONS, eps: float = 1e-7)
 
         e, r = mag(est), mag(ref)
         sc = torch.linalg.norm(r - e, dim=(-2, -1)) / torch.linalg.norm(r, dim=(-2, -1)).clamp_min(eps)
-        total = total + sc.mean() + (e.log() - r.log()).abs().mean()
-    return total / len(resolutions)
+        terms.append((sc, (e.log() - r.log()).abs().mean()))
+    return terms
 
 
 # ----- generation: stem coherence and distribution distance ----------------------------------------

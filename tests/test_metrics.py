@@ -127,3 +127,20 @@ def test_onset_sharpness_tells_struck_notes_from_a_drone():
     drone = np.sin(2 * np.pi * 220 * t)
     struck = drone * np.exp(-8 * (t % 0.25))  # a new attack every quarter second
     assert onset_sharpness(struck, rate) > 2 * onset_sharpness(drone, rate)
+
+
+def test_spectral_convergence_has_known_answers():
+    """|R - E| / |R|: 0 for the signal itself, 1 for twice it or for silence; a quiet error in the
+    loud signal's bins costs little, whatever it does to the log-magnitudes."""
+    import torch
+
+    from mtldm_cli.metrics import mrstft_distance, spectral_convergence
+
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16000, generator=rng)
+    assert spectral_convergence(x, x) < 1e-6
+    assert spectral_convergence(2 * x, x) == pytest.approx(1.0, rel=1e-4)
+    assert spectral_convergence(torch.zeros_like(x), x) == pytest.approx(1.0, rel=1e-4)
+    tone = torch.sin(2 * torch.pi * 440 * torch.arange(16000) / 16000)
+    floor = tone + 1e-3 * torch.randn(16000, generator=rng)
+    assert spectral_convergence(tone, floor) < 0.01 < 1.0 < float(mrstft_distance(tone, floor))
