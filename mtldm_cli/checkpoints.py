@@ -98,6 +98,10 @@ class Entry(BaseModel):
     format: Literal["mtldm", "mt-musicldm"]
     source: Source
     audio: AudioSummary
+    override: bool = False  # an extra registry's entry may replace a built-in one only when it says so
+
+    def describe(self) -> str:
+        return self.source.describe() + (" (overrides the built-in entry)" if self.override else "")
 
     @model_validator(mode="after")
     def _checked(self):
@@ -157,8 +161,11 @@ def registry_files() -> list[Path]:
 
 
 def load_registry() -> dict[str, Entry]:
+    """Every registry file's entries. The package's own file comes first; an extra file (``MTLDM_REGISTRY``)
+    may add names, and may replace a built-in name only with ``override = true`` in that entry."""
     entries: dict[str, Entry] = {}
-    for path in registry_files():
+    builtin: set[str] = set()
+    for i, path in enumerate(registry_files()):
         try:
             data = tomllib.loads(path.read_text())
         except FileNotFoundError:
@@ -167,14 +174,25 @@ def load_registry() -> dict[str, Entry]:
             raise ModelError(f"{path}: not valid TOML ({e})", "fix the registry file") from None
         for name, raw in data.get("models", {}).items():
             try:
-                entries[name] = Entry(name=name, **raw)
+                entry = Entry(name=name, **raw)
             except ValidationError as e:
                 err = e.errors()[0]
                 where = ".".join(str(p) for p in err["loc"])
                 raise ModelError(
                     f"{path}: entry '{name}' is invalid ({where}: {err['msg']})", "fix the registry file"
                 ) from None
+            if name in builtin and not entry.override:
+                raise ModelError(f"{path}: entry '{name}' would replace the built-in model '{name}'",
+                                 "give it another name, or add override = true to the entry")
+            entries[name] = entry
+        if i == 0:
+            builtin = set(entries)
     return entries
+
+
+def path_like(spec: str) -> bool:
+    """A model spec that can only mean a folder: it has a separator or starts with '.' or '~'."""
+    return "/" in spec or os.sep in spec or spec.startswith((".", "~"))
 
 
 # -- resolution ---------------------------------------------------------------------------------
@@ -190,9 +208,9 @@ def resolve_model(
     """Find (building, downloading or converting when needed) the folder holding model ``spec``."""
     offline = is_offline(offline)
     local = Path(spec).expanduser()
-    if local.is_dir():
+    registry: dict[str, Entry] = {} if path_like(spec) else load_registry()  # a bare name is a registry name first, a folder after
+    if spec not in registry and local.is_dir():
         return ResolvedModel(check_model_dir(local, spec), name=local.name, source=f"local:{local.resolve()}")
-    registry = load_registry()
     if spec in registry:
         entry = registry[spec]
         src = entry.source
@@ -210,12 +228,12 @@ def resolve_model(
             raise ModelError(f"model '{spec}': registry entry has no usable source", "fix the registry file")
         path = check_model_dir(path, spec)
         _check_audio(entry, path)
-        return ResolvedModel(path, name=spec, source=src.describe(), revision=revision or src.revision)
+        return ResolvedModel(path, name=spec, source=entry.describe(), revision=revision or src.revision)
     if HUB_REPO_RE.match(spec) and not spec.startswith((".", "/", "~")):
         rev = revision or "main"
         path = check_model_dir(_from_hub(spec, rev, None, offline, cache_dir, None, progress), spec)
         return ResolvedModel(path, name=spec, source=f"hf:{spec}@{rev}", revision=rev)
-    if os.sep in spec or spec.startswith("."):
+    if path_like(spec):
         raise ModelError(f"model folder '{spec}' does not exist", "check the path")
     known = ", ".join(sorted(registry)) or "none"
     raise ModelError(

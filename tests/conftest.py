@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -120,3 +121,14 @@ def assert_one_line_error(result, code: int, *needles: str) -> None:
     assert len(lines) == 1, err
     for n in needles:
         assert n.lower() in lines[0].lower(), lines[0]
+
+
+REV = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fake_hub_cache(cache: Path, repo: str, src: Path) -> None:
+    """Lay a model out exactly as huggingface_hub's cache holds a downloaded snapshot."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    shutil.copytree(src, root / "snapshots" / REV)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(REV)

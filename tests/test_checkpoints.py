@@ -1,6 +1,5 @@
 import hashlib
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -10,9 +9,7 @@ from mtldm_cli.errors import ModelError
 from mtldm_cli.sources import is_cached, resolve_model
 from mtldm_cli.tiny import BUILDERS
 
-from .conftest import AUDIO, archive_model, register_entry, register_registry
-
-REV = "0123456789abcdef0123456789abcdef01234567"
+from .conftest import AUDIO, REV, archive_model, fake_hub_cache, register_entry, register_registry
 
 
 def test_registry_entries_are_valid():
@@ -55,17 +52,9 @@ def test_corrupt_model_folder(tiny_dir, tmp_path):
         MultiTrackPipeline.from_pretrained(str(copy))
 
 
-def _fake_hub_cache(cache: Path, repo: str, src: Path) -> None:
-    """Lay a model out exactly as huggingface_hub's cache holds a downloaded snapshot."""
-    root = cache / ("models--" + repo.replace("/", "--"))
-    shutil.copytree(src, root / "snapshots" / REV)
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(REV)
-
-
 def test_hub_entry_resolves_from_the_hub_cache_offline(tiny_dir, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
-    _fake_hub_cache(cache, "someone/tiny", tiny_dir)
+    fake_hub_cache(cache, "someone/tiny", tiny_dir)
     digest = hashlib.sha256((tiny_dir / "unet" / "model.safetensors").read_bytes()).hexdigest()
     register_entry(tmp_path, monkeypatch, "hubtiny",
            f'hf = "someone/tiny", revision = "{REV}", sha256 = {{ "unet/model.safetensors" = "{digest}" }}')
@@ -79,7 +68,7 @@ def test_hub_entry_resolves_from_the_hub_cache_offline(tiny_dir, tmp_path, monke
 
 def test_hub_sha256_mismatch_is_refused(tiny_dir, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
-    _fake_hub_cache(cache, "someone/tiny", tiny_dir)
+    fake_hub_cache(cache, "someone/tiny", tiny_dir)
     register_entry(tmp_path, monkeypatch, "hubtiny",
            f'hf = "someone/tiny", revision = "{REV}", sha256 = {{ "unet/model.safetensors" = "{"0" * 64}" }}')
     with pytest.raises(ModelError, match="sha256 mismatch"):
@@ -117,7 +106,7 @@ def test_url_hash_mismatch_is_refused_and_not_kept(tiny_dir, tmp_path, monkeypat
 
 def test_registry_audio_must_match_the_model(tiny_dir, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
-    _fake_hub_cache(cache, "someone/tiny", tiny_dir)
+    fake_hub_cache(cache, "someone/tiny", tiny_dir)
     register_entry(tmp_path, monkeypatch, "wrong", f'hf = "someone/tiny", revision = "{REV}"',
            audio='sample_rate = 44100, segment_seconds = 10.24, stems = ["bass", "drums", "guitar", "piano"]')
     with pytest.raises(ModelError, match="does not match its registry entry"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from mtldm_cli.errors import ModelError
 from mtldm_cli.names import safe_component
 from mtldm_cli.sources import resolve_model
 
-from .conftest import assert_one_line_error, register_entry
+from .conftest import AUDIO, REV, assert_one_line_error, fake_hub_cache, register_entry, register_registry
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -61,3 +62,28 @@ def test_a_registry_entry_with_a_path_for_a_stem_name_is_refused(tmp_path, monke
                    audio='sample_rate = 16000, segment_seconds = 10.24, stems = ["../x", "drums"]')
     with pytest.raises(ModelError, match="stem name"):
         resolve_model("evil", cache_dir=tmp_path / "c", offline=True)
+
+
+def test_a_folder_named_like_a_registry_model_does_not_replace_it(tiny_dir, tmp_path, monkeypatch):
+    """``--model demo`` is the sha256-pinned default even where the working directory holds a
+    ``demo/`` folder; ``./demo`` is that folder."""
+    shutil.copytree(tiny_dir, tmp_path / "demo")
+    monkeypatch.chdir(tmp_path)
+    resolved = resolve_model("demo", offline=True)
+    assert resolved.source.startswith("shipped in the package") and resolved.path != (tmp_path / "demo")
+    assert resolve_model("./demo").path == Path("./demo")
+    assert resolve_model(str(tmp_path / "demo")).source == f"local:{tmp_path / 'demo'}"
+
+
+def test_an_extra_registry_replaces_a_builtin_only_when_it_says_so(tiny_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    fake_hub_cache(cache, "someone/tiny", tiny_dir)
+    register_entry(tmp_path, monkeypatch, "demo", f'hf = "someone/tiny", revision = "{REV}"')
+    with pytest.raises(ModelError, match="would replace the built-in model 'demo'.*override = true"):
+        resolve_model("demo", cache_dir=cache, offline=True)
+    register_registry(tmp_path, monkeypatch, f'[models.demo]\ndescription = "mine"\nformat = "mtldm"\noverride = true\n'
+                      f'source = {{ hf = "someone/tiny", revision = "{REV}" }}\n{AUDIO}\n')
+    resolved = resolve_model("demo", cache_dir=cache, offline=True)
+    assert resolved.source.startswith("hf:someone/tiny") and "overrides the built-in entry" in resolved.source
+    register_entry(tmp_path, monkeypatch, "mine", f'hf = "someone/tiny", revision = "{REV}"')  # new names: fine
+    assert resolve_model("mine", cache_dir=cache, offline=True).source.startswith("hf:someone/tiny")

@@ -16,7 +16,7 @@ def models(json_out: JsonOpt = False) -> None:
     """List the models in checkpoints.toml (and MTLDM_REGISTRY) and whether each is cached."""
     rows = [(e, is_cached(e)) for e in load_registry().values()]
     if json_out:
-        typer.echo(json.dumps([{"name": e.name, "cached": c, "source": e.source.describe(), "format": e.format,
+        typer.echo(json.dumps([{"name": e.name, "cached": c, "source": e.describe(), "format": e.format,
                                 "description": e.description, **e.audio.model_dump()} for e, c in rows]))
         return
     from rich.console import Console
@@ -27,5 +27,5 @@ def models(json_out: JsonOpt = False) -> None:
         table.add_column(col, overflow="fold")
     for e, cached in rows:
         audio = f"{e.audio.sample_rate} Hz, {e.audio.segment_seconds:g} s, {'/'.join(e.audio.stems)}"
-        table.add_row(e.name, "yes" if cached else "no", audio, e.source.describe(), e.description)
+        table.add_row(e.name, "yes" if cached else "no", audio, e.describe(), e.description)
     Console().print(table)
