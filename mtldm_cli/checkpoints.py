@@ -21,7 +21,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -143,6 +144,27 @@ class Makers:
 # -- where things live --------------------------------------------------------------------------
 def cache_root() -> Path:
     return Path(os.environ.get("MTLDM_CACHE") or Path.home() / ".cache" / "mtldm")
+
+
+@contextmanager
+def cache_lock(root: Path, key: str, progress=None) -> Iterator[None]:
+    """Hold the cache's lock on ``key`` (a download, an extraction, a build, a conversion): processes
+    that fetch the same model into one cache wait for each other instead of sharing half-written files."""
+    from filelock import FileLock, Timeout
+
+    path = Path(root) / "locks" / f"{safe_component(key, 'lock')}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if progress:
+            progress(f"waiting for another process to finish {key}")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def is_offline(offline: bool | None = None) -> bool:
@@ -272,19 +294,18 @@ def _builtin(name: str, makers: Makers, cache_dir, progress) -> Path:
     folder = _builtin_folder(name, builtin, cache_dir)
     if (folder / PIPELINE_FILE).is_file():
         return folder
-    if progress:
-        progress(f"building {name} (once)")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
-    try:
-        builtin.build(tmp)
+    with cache_lock(Path(cache_dir or cache_root()), folder.name, progress):
+        if (folder / PIPELINE_FILE).is_file():  # another process built it while this one waited
+            return folder
+        if progress:
+            progress(f"building {name} (once)")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
         try:
+            builtin.build(tmp)
             tmp.rename(folder)
-        except OSError:  # another process built it first
-            if not (folder / PIPELINE_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -343,27 +364,28 @@ def _download(url: str, sha256: str | None, offline: bool, root: Path, progress)
     key = sha256[:16] if sha256 else "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
     name = safe_component(urllib.parse.unquote(url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]), "download")
     archive = root / "downloads" / key / name
-    if not archive.is_file():
-        if offline:
-            raise ModelError(f"{url} is not in the cache and offline mode is on", "run once online")
-        if progress:
-            progress(f"downloading {url}")
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        tmp = archive.with_name(archive.name + ".part")
-        try:
-            with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-                shutil.copyfileobj(r, f, 1 << 20)
-        except (urllib.error.URLError, OSError) as e:
-            tmp.unlink(missing_ok=True)
-            reason = getattr(e, "reason", e)
-            raise ModelError(f"{url}: download failed ({reason})", "check the network, or the URL") from None
-        tmp.replace(archive)
-    if sha256:
-        try:
-            verify_sha256(archive, sha256)
-        except ModelError:
-            archive.unlink(missing_ok=True)
-            raise
+    with cache_lock(root, f"download-{key}", progress):
+        if not archive.is_file():
+            if offline:
+                raise ModelError(f"{url} is not in the cache and offline mode is on", "run once online")
+            if progress:
+                progress(f"downloading {url}")
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            tmp = archive.with_name(f"{archive.name}.{os.getpid()}.part")
+            try:
+                with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+                    shutil.copyfileobj(r, f, 1 << 20)
+            except (urllib.error.URLError, OSError) as e:
+                tmp.unlink(missing_ok=True)
+                reason = getattr(e, "reason", e)
+                raise ModelError(f"{url}: download failed ({reason})", "check the network, or the URL") from None
+            tmp.replace(archive)
+        if sha256:
+            try:
+                verify_sha256(archive, sha256)
+            except ModelError:
+                archive.unlink(missing_ok=True)
+                raise
     return archive
 
 
@@ -373,16 +395,19 @@ def _from_url(url: str, sha256: str, offline: bool, cache_dir, progress) -> Path
     if (target / PIPELINE_FILE).is_file():
         return target
     archive = _download(url, sha256, offline, root, progress)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".extract.", dir=archive.parent))
-    try:
-        _extract(archive, tmp_dir)
-        inner = [p for p in tmp_dir.iterdir()]
-        src = inner[0] if len(inner) == 1 and inner[0].is_dir() else tmp_dir
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.move(str(src), target)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    with cache_lock(root, f"model-{target.name}", progress):
+        if (target / PIPELINE_FILE).is_file():  # another process extracted it while this one waited
+            return target
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".extract.", dir=archive.parent))
+        try:
+            _extract(archive, tmp_dir)
+            inner = [p for p in tmp_dir.iterdir()]
+            src = inner[0] if len(inner) == 1 and inner[0].is_dir() else tmp_dir
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.move(str(src), target)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
     return target
 
 
@@ -400,6 +425,13 @@ def _from_official(entry: Entry, makers: Makers, offline: bool, cache_dir, progr
     if (target / PIPELINE_FILE).is_file():
         return target
     root = Path(cache_dir or cache_root())
+    with cache_lock(root, f"converted-{target.name}", progress):
+        if (target / PIPELINE_FILE).is_file():  # another process converted it while this one waited
+            return target
+        return _convert_official(entry, makers.convert, offline, root, target, progress)
+
+
+def _convert_official(entry: Entry, convert: Converter, offline: bool, root: Path, target: Path, progress) -> Path:
     src = entry.source
     if not src.url or isinstance(src.sha256, dict):
         raise ModelError(f"model '{entry.name}': an official release needs a url and at most one sha256")
@@ -416,7 +448,7 @@ def _from_official(entry: Entry, makers: Makers, offline: bool, cache_dir, progr
         progress(f"converting {archive.name} (once)")
     kwargs = {"tokenizer": src.tokenizer} if src.tokenizer else {}
     provenance = {"url": src.url, "sha256": sha256_file(archive)}
-    makers.convert(archive, target, name=entry.name, fetch=fetch, progress=progress, provenance=provenance, **kwargs)
+    convert(archive, target, name=entry.name, fetch=fetch, progress=progress, provenance=provenance, **kwargs)
     return target
 
 

@@ -87,3 +87,43 @@ def test_an_extra_registry_replaces_a_builtin_only_when_it_says_so(tiny_dir, tmp
     assert resolved.source.startswith("hf:someone/tiny") and "overrides the built-in entry" in resolved.source
     register_entry(tmp_path, monkeypatch, "mine", f'hf = "someone/tiny", revision = "{REV}"')  # new names: fine
     assert resolve_model("mine", cache_dir=cache, offline=True).source.startswith("hf:someone/tiny")
+
+
+RACER = """
+import sys, time
+from mtldm_cli.sources import resolve_model
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together
+print(resolve_model(sys.argv[1]).path)
+"""
+
+
+@pytest.mark.slow
+def test_processes_racing_on_one_empty_cache_all_succeed(tiny_dir, tmp_path, monkeypatch):
+    """Batch scripts and CI jobs fetch one model into one empty cache at once: every process gets
+    the same complete folder (they once shared one .part name and died with FileNotFoundError)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    import tarfile
+    import time
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    with open(model / "ballast.bin", "wb") as f:  # a download long enough for the processes to overlap
+        f.truncate(256 << 20)
+    with tarfile.open(tmp_path / "model.tar", "w") as t:
+        t.add(model, arcname="model")
+    digest = hashlib.sha256((tmp_path / "model.tar").read_bytes()).hexdigest()
+    register_entry(tmp_path, monkeypatch, "urltiny", f'url = "{(tmp_path / "model.tar").as_uri()}", sha256 = "{digest}"')
+    env = {**os.environ, "MTLDM_CACHE": str(tmp_path / "cache")}
+    for name in ("urltiny", "tiny-random"):
+        start = time.time() + 15
+        procs = [subprocess.Popen([sys.executable, "-c", RACER, name, str(start)], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+        assert all(rc == 0 for _, _, rc in results), [err[-500:] for _, err, _ in results]
+        paths = {out.strip() for out, _, _ in results}
+        assert len(paths) == 1 and (Path(paths.pop()) / "pipeline.json").is_file()
+    leftovers = [p.name for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".part") or p.name.startswith(".")]
+    assert not leftovers
