@@ -127,3 +127,35 @@ def test_processes_racing_on_one_empty_cache_all_succeed(tiny_dir, tmp_path, mon
         assert len(paths) == 1 and (Path(paths.pop()) / "pipeline.json").is_file()
     leftovers = [p.name for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".part") or p.name.startswith(".")]
     assert not leftovers
+
+
+@pytest.mark.parametrize("attack", ["traversal", "absolute", "symlink", "hardlink", "device"])
+def test_a_model_archive_cannot_write_outside_its_folder(tiny_dir, tmp_path, monkeypatch, attack):
+    """A URL model's archive with a member that points outside the extraction folder is refused
+    (tarfile's ``data`` filter), and nothing lands outside the cache."""
+    import hashlib
+    import io
+    import tarfile
+
+    outside = tmp_path / "outside"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        t.add(tiny_dir, arcname="model")
+        member = tarfile.TarInfo({"traversal": "model/../../../outside", "absolute": str(outside)}.get(attack, "model/evil"))
+        if attack == "symlink":
+            member.type, member.linkname = tarfile.SYMTYPE, str(outside)
+        elif attack == "hardlink":
+            member.type, member.linkname = tarfile.LNKTYPE, "../../outside"
+        elif attack == "device":
+            member.type, member.devmajor, member.devminor = tarfile.CHRTYPE, 1, 3
+        data = b"evil" if member.type == tarfile.REGTYPE else b""
+        member.size = len(data)
+        t.addfile(member, io.BytesIO(data))
+    (tmp_path / "m.tar.gz").write_bytes(buf.getvalue())
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    register_entry(tmp_path, monkeypatch, "evil", f'url = "{(tmp_path / "m.tar.gz").as_uri()}", sha256 = "{digest}"')
+    # an absolute name loses its leading "/" and lands inside; the folder then holds no model at its top
+    with pytest.raises(ModelError, match="has no pipeline.json" if attack == "absolute" else "not a valid model archive"):
+        resolve_model("evil", cache_dir=tmp_path / "cache")
+    assert not outside.exists()
+    assert attack == "absolute" or not (tmp_path / "cache" / "models").exists()
