@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, BinaryIO, Union
 
 import numpy as np
 import soundfile as sf
@@ -171,29 +172,52 @@ SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}
 def save_audio_files(
     files: Mapping[Path, np.ndarray], sample_rate: int, *, subtype: str = "pcm16", force: bool = False
 ) -> list[Path]:
-    """Write several WAVs all-or-nothing: each goes to a temp file, renamed only once all are written.
-
-    An interrupt or error leaves no partial output and no temp file behind.
-    """
+    """Write several WAVs all-or-nothing (:func:`write_file_set`)."""
     check_writable(files.keys(), force=force)
+    write_file_set({path: wav_writer(wav, sample_rate, subtype) for path, wav in files.items()})
+    return list(files)
+
+
+def wav_writer(wav: np.ndarray, sample_rate: int, subtype: str = "pcm16") -> Callable[[BinaryIO], None]:
+    """A writer of one WAV for :func:`write_file_set`. The WAV is made in memory and written with
+    plain file I/O, so a full disk or a size limit is an ``OSError`` (libsndfile would half-write it)."""
     sf_subtype = SUBTYPES[subtype]
+    data = np.asarray(wav, dtype=np.float32)
+    if sf_subtype != "FLOAT":
+        data = np.clip(data, -1.0, 1.0)
+
+    def write(f: BinaryIO) -> None:
+        buf = io.BytesIO()
+        sf.write(buf, data, sample_rate, subtype=sf_subtype, format="WAV")
+        f.write(buf.getbuffer())
+
+    return write
+
+
+def write_file_set(writers: Mapping[Path, Callable[[BinaryIO], None]], *, remove: Iterable[Path] = ()) -> None:
+    """Write a set of files all-or-nothing: each writer fills a temp file beside its target; once all
+    are written they are renamed into place, then ``remove`` (an earlier result's files that this set
+    does not replace) is deleted. On any failure no file of the set and no temp file is left; a full
+    disk or a file-size limit is an :class:`OutputError`."""
     temps: dict[Path, Path] = {}
+    path = None
     try:
-        for path, wav in files.items():
-            data = np.asarray(wav, dtype=np.float32)
-            if sf_subtype != "FLOAT":
-                data = np.clip(data, -1.0, 1.0)
-            fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.wav", dir=path.parent)
-            os.close(fd)
+        for path, write in writers.items():
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             temps[path] = Path(name)
-            sf.write(name, data, sample_rate, subtype=sf_subtype, format="WAV")
+            with os.fdopen(fd, "wb") as f:
+                write(f)
         for path, tmp in temps.items():
             os.replace(tmp, path)
         temps.clear()
+        for path in remove:
+            path.unlink(missing_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write it ({e.strerror or e})", "free some space, or choose another {folder}",
+                          folder=NAME_ONLY) from None
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
-    return list(files)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import AudioLike, atomic_write_text, audio_name, check_writable, is_silent, save_audio_files, to_mono_tensor
+from .audio import AudioLike, audio_name, check_writable, is_silent, to_mono_tensor, wav_writer, write_file_set
 from .checkpoints import ResolvedModel
 from .codec import LatentCodec
 from .components import load_components
 from .conditioning import Conditioner
 from .config import PipelineConfig
 from .errors import NAME_ONLY, InputError, ModelError
+from .names import safe_component
 from .options import SamplingOptions, SeparationOptions
 from .samplers import cfg_model_fn
 from .sampling import Known, per_window, sample_windows
@@ -57,14 +58,29 @@ class MultiTrackOutput:
         return output_paths(folder, self.stems)
 
     def save(self, folder: str | os.PathLike, *, force: bool = False, subtype: str = "pcm16") -> list[Path]:
-        """Write ``<stem>.wav`` for each stem, ``mix.wav`` and ``run.json``, all or nothing."""
+        """Write ``<stem>.wav`` for each stem, ``mix.wav`` and ``run.json``, all or nothing. With
+        ``force``, the files of an earlier result there that this one does not replace (its run.json
+        lists them) are removed, so that the stems beside the mix always sum to it."""
         paths = self.paths(folder)
         check_writable(paths.values(), force=force)
         audio = {paths[n]: w for n, w in self.stems.items()} | {paths["mix"]: self.mix}
-        written = save_audio_files(audio, self.sample_rate, subtype=subtype, force=True)
-        info = self.info | {"files": [p.name for p in written], "sample_rate": self.sample_rate}
-        atomic_write_text(paths["run.json"], json.dumps(info, indent=2, default=str) + "\n")
-        return [*written, paths["run.json"]]
+        info = self.info | {"files": [p.name for p in audio], "sample_rate": self.sample_rate}
+        text = (json.dumps(info, indent=2, default=str) + "\n").encode()
+        writers = {p: wav_writer(w, self.sample_rate, subtype) for p, w in audio.items()}
+        write_file_set(writers | {paths["run.json"]: lambda f: f.write(text)},
+                       remove=earlier_result(paths["run.json"], set(paths.values())) if force else ())
+        return [*audio, paths["run.json"]]
+
+
+def earlier_result(run_json: Path, keep: set[Path]) -> list[Path]:
+    """The WAVs an earlier result's ``run.json`` lists beside it, except ``keep``: only plain file
+    names are taken from it, never a path."""
+    try:
+        files = json.loads(run_json.read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    names = [n for n in files if isinstance(n, str) and n.endswith(".wav") and safe_component(n, "") == n]
+    return [run_json.parent / n for n in names if run_json.parent / n not in keep]
 
 
 def output_paths(folder: str | os.PathLike, stems: Iterable[str]) -> dict[str, Path]:

@@ -159,3 +159,42 @@ def test_a_model_archive_cannot_write_outside_its_folder(tiny_dir, tmp_path, mon
         resolve_model("evil", cache_dir=tmp_path / "cache")
     assert not outside.exists()
     assert attack == "absolute" or not (tmp_path / "cache" / "models").exists()
+
+
+def test_force_over_an_earlier_result_leaves_no_stale_stems(cli, tmp_path):
+    """``--stems bass --force`` over an earlier four-stem result: the old drums, guitar and piano,
+    which no longer sum to the new mix, are removed; a file the earlier run.json did not write stays."""
+    import numpy as np
+    import soundfile as sf
+
+    out = tmp_path / "o"
+    assert cli("generate", "--out", out, "--steps", "2", "--duration", "0.5", "-q").exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    r = cli("generate", "--out", out, "--steps", "2", "--duration", "0.5", "-q", "--stems", "bass", "--force", "--seed", "3")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["bass.wav", "mix.wav", "notes.txt", "run.json"]
+    bass, mix = sf.read(out / "bass.wav")[0], sf.read(out / "mix.wav")[0]
+    assert np.abs(bass - mix).max() < 1e-3
+    assert json.loads((out / "run.json").read_text())["files"] == ["bass.wav", "mix.wav"]
+
+
+def test_a_file_size_limit_is_one_line_exit_4_and_nothing_written(tiny_dir, tmp_path):
+    """A full disk or a file-size limit while writing: exit 4, one line, no WAV, no run.json, no temp
+    file (it was an internal LibsndfileError with exit 1, and WAVs stayed when run.json failed)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # a 1 s 16 kHz pcm16 WAV is 32 kB
+
+    r = subprocess.run([sys.executable, "-m", "mtldm_cli", "generate", "--model", str(tiny_dir), "--out", str(out),
+                        "--steps", "2", "--duration", "1", "-q"], preexec_fn=limit, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=300)
+    assert r.returncode == 4, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "File too large" in errors[0] and "Traceback" not in r.stderr
+    assert not out.exists() or not list(out.iterdir())
