@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .names import check_stem_names
 
@@ -24,15 +24,15 @@ class AudioConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sample_rate: int = 16000
-    segment_frames: int = 1024
-    n_fft: int = 1024
-    win_length: int = 1024
-    hop_length: int = 160
-    n_mels: int = 64
-    f_min: float = 0.0
-    f_max: float = 8000.0
-    log_clamp: float = 1e-5
+    sample_rate: int = Field(16000, gt=0, le=384000)
+    segment_frames: int = Field(1024, gt=0)
+    n_fft: int = Field(1024, gt=0)
+    win_length: int = Field(1024, gt=0)
+    hop_length: int = Field(160, gt=0)
+    n_mels: int = Field(64, gt=0)
+    f_min: float = Field(0.0, ge=0)
+    f_max: float = Field(8000.0, gt=0, allow_inf_nan=False)
+    log_clamp: float = Field(1e-5, gt=0)
     stems: tuple[str, ...] = DEFAULT_STEMS
 
     @field_validator("stems")
@@ -42,6 +42,15 @@ class AudioConfig(BaseModel):
             raise ValueError("stems must be at least two unique names, none of them 'mix'")
         check_stem_names(v)
         return v
+
+    @model_validator(mode="after")
+    def _frequencies(self):
+        if not self.f_min < self.f_max <= self.sample_rate / 2:
+            raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2 (got f_min {self.f_min}, f_max {self.f_max}, "
+                             f"sample_rate {self.sample_rate})")
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+        return self
 
     @property
     def segment_seconds(self) -> float:

@@ -77,6 +77,9 @@ def check_arrangement(given: Iterable[str], want: Iterable[str] | None, stems: S
     """Validate an arrangement's stem names; returns (given, wanted) in the model's order.
     ``want`` None means every stem not given."""
     given = list(given)
+    if want is not None and not list(want):
+        raise StemError("{want}: names no stem", f"name some of: {', '.join(s for s in stems if s not in given)}",
+                        want=NAME_ONLY)
     check_known(given, stems, "given")
     check_known(want or [], stems, "want")
     if not given:

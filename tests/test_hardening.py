@@ -198,3 +198,28 @@ def test_a_file_size_limit_is_one_line_exit_4_and_nothing_written(tiny_dir, tmp_
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "File too large" in errors[0] and "Traceback" not in r.stderr
     assert not out.exists() or not list(out.iterdir())
+
+
+@pytest.mark.parametrize("audio, needle", [
+    ({"sample_rate": -16000}, "audio.sample_rate"), ({"hop_length": 0}, "audio.hop_length"),
+    ({"f_max": 12000}, "f_max <= sample_rate / 2"), ({"f_max": float("nan")}, "audio.f_max"),
+    ({"win_length": 2048}, "win_length"),
+])
+def test_a_training_config_with_an_impossible_front_end_is_one_line(cli, tmp_path, audio, needle):
+    """A negative sample rate once passed validation and failed inside training."""
+    import yaml
+
+    from mtldm_cli.errors import InputError
+    from mtldm_cli.train import load_config
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"name": "x", "audio": audio, "data": {"train": str(tmp_path)}}))
+    with pytest.raises(InputError, match=needle.replace(".", r"\.").replace("(", r"\(")):
+        load_config(tmp_path / "c.yaml")
+    assert_one_line_error(cli("train", tmp_path / "c.yaml", "--out", tmp_path / "run"), 2, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_want_says_it_names_no_stem(cli, stem_dir, tmp_path):
+    r = cli("arrange", "--given", stem_dir / "bass.wav", "--want", "", "--out", tmp_path / "o", "-q")
+    assert_one_line_error(r, 2, "--want: names no stem")
+    assert not (tmp_path / "o").exists()
