@@ -93,15 +93,15 @@ def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(e), re.IGNORECASE)
         if found is None:  # not a pickle at all, or a damaged one
             raise ModelError(f"{path}: not a readable PyTorch checkpoint", "download it again") from None
         raise ModelError(f"{path}: holds Python objects beyond tensors (such as {found.group(1)})",
                          "if you trust the file, pass {trust_pickle} (loading a pickle can run code)",
                          trust_pickle=True) from None
-    except (OSError, RuntimeError, EOFError, ValueError) as e:
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]})",
-                         "download it again") from None
+    except Exception as e:  # torch.load on arbitrary bytes raises anything (IndexError on a WAV)
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({reason})", "download it again") from None
 
 
 def _state_dict(obj: dict, path: Path) -> StateDict:

@@ -223,3 +223,29 @@ def test_an_empty_want_says_it_names_no_stem(cli, stem_dir, tmp_path):
     r = cli("arrange", "--given", stem_dir / "bass.wav", "--want", "", "--out", tmp_path / "o", "-q")
     assert_one_line_error(r, 2, "--want: names no stem")
     assert not (tmp_path / "o").exists()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("kind", ["wav", "malicious"])
+def test_convert_of_a_non_checkpoint_is_a_model_error(cli, stem_dir, tmp_path, kind):
+    """``mtldm convert some.wav`` and a pickle whose code weights_only blocked were internal errors
+    (exit 1); they are model errors (exit 3) with one line, and the pickle's code never runs."""
+    import torch
+
+    marker = tmp_path / "ran"
+    src = stem_dir / "bass.wav"
+    if kind == "malicious":
+        src = tmp_path / "last.ckpt"
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "x": _Payload(marker)}, src)
+    r = cli("convert", src, "--out", tmp_path / "out")
+    assert_one_line_error(r, 3, "posix.system" if kind == "malicious" else "not a readable PyTorch checkpoint")
+    assert not marker.exists() and not (tmp_path / "out").exists()
