@@ -55,10 +55,30 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return check_finite(data.mean(axis=1), str(path)), int(sr)
 
 
+MIN_SECONDS = 0.1  # shorter than any model's STFT window: no command can use it
+
+
 def load_audio(path: str | os.PathLike) -> Audio:
-    """:func:`read_audio` as an :class:`Audio` named by its path."""
+    """:func:`read_audio` as an :class:`Audio` named by its path, at least ``MIN_SECONDS`` long."""
     wav, sr = read_audio(path)
+    check_length(len(wav), sr, str(path))
     return Audio(wav, sr, str(path))
+
+
+def check_length(samples: int, sample_rate: int, name: str) -> None:
+    if samples < MIN_SECONDS * sample_rate:
+        raise AudioError(f"{name}: is {samples / sample_rate:.3f} s long, shorter than the {MIN_SECONDS} s a command needs",
+                         "give a longer clip")
+
+
+def common_length(lengths: Mapping[str, int], sample_rate: int, what: str) -> int:
+    """Signals that must be equally long: a difference under 10 ms (resampling rounding) is cut,
+    a larger one is refused."""
+    lo, hi = min(lengths.values()), max(lengths.values())
+    if hi - lo > 0.01 * sample_rate:
+        desc = ", ".join(f"{s} {n / sample_rate:.2f} s" for s, n in lengths.items())
+        raise AudioError(f"{what} differ in length ({desc})", "trim them to the same length")
+    return lo
 
 
 def audio_name(audio: AudioLike, default: str | None) -> str | None:
@@ -100,6 +120,7 @@ def to_mono_tensor(audio: AudioLike, sample_rate: int | None, target_rate: int, 
             raise AudioError(f"{name}: contains NaN or infinite samples", "clean the signal")
         if sample_rate is None:
             sample_rate = target_rate
+        check_length(wav.numel(), sample_rate, name)
     return resample(wav, sample_rate, target_rate)
 
 

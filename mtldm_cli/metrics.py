@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .audio import is_silent
+from .audio import common_length, is_silent
 
 
 def si_sdr(est: np.ndarray, ref: np.ndarray, eps: float = 1e-8) -> float:
@@ -35,9 +35,8 @@ def evaluate_separation(
     stems are active in it. ``mix`` defaults to the sum of the references.
     """
     stems = list(ref)
-    n = min(len(v) for v in [*est.values(), *ref.values()])
-    if mix is not None:
-        n = min(n, len(mix))
+    lengths = {f"estimate {s}": len(v) for s, v in est.items()} | {f"reference {s}": len(v) for s, v in ref.items()}
+    n = common_length(lengths | ({"mix": len(mix)} if mix is not None else {}), sample_rate, "estimates and references")
     ref = {s: np.asarray(ref[s][:n], np.float64) for s in stems}
     est = {s: np.asarray(est[s][:n], np.float64) for s in stems}
     mix = np.sum(list(ref.values()), axis=0) if mix is None else np.asarray(mix[:n], np.float64)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import AudioLike, audio_name, check_writable, is_silent, to_mono_tensor, wav_writer, write_file_set
+from .audio import AudioLike, audio_name, check_writable, common_length, is_silent, to_mono_tensor, wav_writer, write_file_set
 from .checkpoints import ResolvedModel
 from .codec import LatentCodec
 from .components import load_components
@@ -64,6 +64,13 @@ class MultiTrackOutput:
         paths = self.paths(folder)
         check_writable(paths.values(), force=force)
         audio = {paths[n]: w for n, w in self.stems.items()} | {paths["mix"]: self.mix}
+        peak = max(float(np.abs(w).max(initial=0.0)) for w in audio.values())
+        if subtype != "float" and peak > 1.0:  # one gain for every file: the stems still sum to the mix
+            audio = {p: w / peak for p, w in audio.items()}
+            gain_db = round(-20 * np.log10(peak), 2)
+            self.info = self.info | {"gain_db": gain_db, "warnings": [*self.info.get("warnings", []), (
+                f"the result peaks at {peak:.2f} (above full scale): every file was turned down {-gain_db:.1f} dB so "
+                "that none clips; a float WAV (subtype='float', --float) keeps the level")]}
         info = self.info | {"files": [p.name for p in audio], "sample_rate": self.sample_rate}
         text = (json.dumps(info, indent=2, default=str) + "\n").encode()
         writers = {p: wav_writer(w, self.sample_rate, subtype) for p, w in audio.items()}
@@ -213,7 +220,7 @@ class MultiTrackPipeline:
         given_names, want_names = check_arrangement(named, want, self.stems)
         opts = self._resolve(options, overrides, "arrange")
         wavs = {s: to_mono_tensor(named[s], sample_rate, self.sample_rate, f"given stem '{s}'") for s in given_names}
-        samples = _common_length(wavs, self.sample_rate)
+        samples = common_length({s: w.shape[-1] for s, w in wavs.items()}, self.sample_rate, "given stems")
         wavs = {s: w[:samples] for s, w in wavs.items()}
         warnings = [f"given stem '{s}' is silent" for s, w in wavs.items() if is_silent(w)]
         # 2. the given stems' latents and mask
@@ -341,13 +348,3 @@ class MultiTrackPipeline:
     def _output(self, wav: torch.Tensor, keep: Sequence[str], info: dict) -> MultiTrackOutput:
         stems = {s: wav[self.stems.index(s)].numpy().astype(np.float32) for s in keep}
         return MultiTrackOutput(stems=stems, sample_rate=self.sample_rate, info=info | {"stems": list(keep)})
-
-
-def _common_length(wavs: Mapping[str, torch.Tensor], sample_rate: int) -> int:
-    """Given stems must be equally long; a difference under 10 ms (resampling rounding) is cut."""
-    lengths = {s: w.shape[-1] for s, w in wavs.items()}
-    lo, hi = min(lengths.values()), max(lengths.values())
-    if hi - lo > 0.01 * sample_rate:
-        desc = ", ".join(f"{s} {n / sample_rate:.2f} s" for s, n in lengths.items())
-        raise InputError(f"given stems differ in length ({desc})", "trim them to the same length")
-    return lo

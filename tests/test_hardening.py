@@ -249,3 +249,57 @@ def test_convert_of_a_non_checkpoint_is_a_model_error(cli, stem_dir, tmp_path, k
     r = cli("convert", src, "--out", tmp_path / "out")
     assert_one_line_error(r, 3, "posix.system" if kind == "malicious" else "not a readable PyTorch checkpoint")
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["arrange", "separate", "condition"])
+def test_a_one_sample_input_is_refused_before_anything_runs(cli, tmp_path, command):
+    """A 1-sample file was accepted by arrange (0.00 s stems) and crashed separate inside padding."""
+    import numpy as np
+    import soundfile as sf
+
+    short = tmp_path / "bass.wav"
+    sf.write(short, np.zeros(1, np.float32), 16000)
+    args = {"arrange": ["--given", short], "separate": [short], "condition": ["--ref", short]}[command]
+    r = cli(command, *args, "--out", tmp_path / "o", "--steps", "2", "-q")
+    assert_one_line_error(r, 2, "shorter than the 0.1 s")
+    assert not (tmp_path / "o").exists()
+
+
+def test_loud_input_is_turned_down_with_a_warning_never_clipped(cli, stem_dir, tmp_path):
+    """Float stems peaking at 10 were hard-clipped into the 16-bit given stems with no warning. Every
+    file is turned down by one gain (the stems still sum to the mix), run.json records it, and a
+    warning says so."""
+    import numpy as np
+    import soundfile as sf
+
+    loud = {}
+    for s in ("bass", "drums"):
+        wav, sr = sf.read(stem_dir / f"{s}.wav")
+        loud[s] = wav * 10 / np.abs(wav).max()
+        sf.write(tmp_path / f"{s}.wav", loud[s].astype(np.float32), sr, subtype="FLOAT")
+    out = tmp_path / "o"
+    r = cli("arrange", "--given", tmp_path / "bass.wav", tmp_path / "drums.wav", "--out", out, "--steps", "2")
+    assert r.exit_code == 0, r.stderr
+    assert "warning:" in r.stderr and "turned down" in r.stderr
+    info = json.loads((out / "run.json").read_text())
+    gain = 10 ** (info["gain_db"] / 20)
+    assert info["gain_db"] < -20
+    files = {s: sf.read(out / f"{s}.wav")[0] for s in ("bass", "drums", "guitar", "piano", "mix")}
+    assert max(np.abs(w).max() for w in files.values()) <= 1.0
+    assert np.abs(files["bass"] - loud["bass"] * gain).max() < 1e-3  # scaled, not clipped
+    assert np.abs(sum(files[s] for s in ("bass", "drums", "guitar", "piano")) - files["mix"]).max() < 1e-3
+
+
+def test_evaluate_refuses_estimates_shorter_than_the_references(cli, stem_dir, tmp_path):
+    """5 s estimates against 12 s references were silently scored on the first 5 s."""
+    import numpy as np
+    import soundfile as sf
+
+    est, ref = tmp_path / "est", tmp_path / "ref"
+    est.mkdir()
+    ref.mkdir()
+    rng = np.random.default_rng(0)
+    for s in ("bass", "drums", "guitar", "piano"):
+        sf.write(ref / f"{s}.wav", rng.normal(0, 0.1, 12 * 16000).astype(np.float32), 16000)
+        sf.write(est / f"{s}.wav", rng.normal(0, 0.1, 5 * 16000).astype(np.float32), 16000)
+    assert_one_line_error(cli("evaluate", "--est", est, "--ref", ref), 2, "differ in length", "5.00 s", "12.00 s")
