@@ -286,8 +286,11 @@ def prepare_dir(folder: Path) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
+    except FileExistsError:
         raise OutputError(f"{folder}: is not a directory", "choose another {folder}", folder=NAME_ONLY) from None
+    except NotADirectoryError:
+        raise OutputError(f"{folder}: cannot create it (a folder above it is a file)", "choose another {folder}",
+                          folder=NAME_ONLY) from None
     except PermissionError:
         raise OutputError(f"{folder}: cannot create it (permission denied)", "choose another {folder}", folder=NAME_ONLY) from None
     except OSError as e:

@@ -303,3 +303,15 @@ def test_evaluate_refuses_estimates_shorter_than_the_references(cli, stem_dir, t
         sf.write(ref / f"{s}.wav", rng.normal(0, 0.1, 12 * 16000).astype(np.float32), 16000)
         sf.write(est / f"{s}.wav", rng.normal(0, 0.1, 5 * 16000).astype(np.float32), 16000)
     assert_one_line_error(cli("evaluate", "--est", est, "--ref", ref), 2, "differ in length", "5.00 s", "12.00 s")
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_train_out_on_or_under_a_regular_file_is_one_line(cli, tmp_path, where):
+    """``train --out`` under a regular file was an internal NotADirectoryError."""
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"name": "x", "data": {"train": str(tmp_path)}}))
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" if where == "file" else tmp_path / "afile" / "run"
+    r = cli("train", tmp_path / "c.yaml", "--out", out)
+    assert_one_line_error(r, 4, "is not a directory" if where == "file" else "a folder above it is a file", "--out")

@@ -20,6 +20,7 @@ from typing import Optional
 
 from pydantic import ValidationError
 
+from ..audio import prepare_dir
 from ..errors import NAME_ONLY, InputError, OutputError
 from .config import ORDER, STAGES, TrainConfig, load_config, stage_frames
 from .loop import StepBatches, Trainer
@@ -60,7 +61,8 @@ def train(config: TrainConfig | os.PathLike, out: os.PathLike, *, stages=ORDER, 
 
 
 def check_out(cfg: TrainConfig, out: Path, *, resume: bool, force: bool) -> None:
-    if not out.exists() or not any(out.iterdir()):
+    if not out.is_dir() or not any(out.iterdir()):
+        prepare_dir(out)  # a file in its place, or above it, is an OutputError
         return
     saved = out / "training" / "config.json"
     if not saved.is_file():
