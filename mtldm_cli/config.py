@@ -10,6 +10,7 @@ from .names import check_stem_names
 
 DEFAULT_STEMS = ("bass", "drums", "guitar", "piano")
 PIPELINE_FILE = "pipeline.json"  # the file that makes a folder a model folder
+MAX_SECONDS = 600.0  # the longest result one call makes: an hour would run for hours and hold GBs of latents
 
 Sampler = Literal["ddim", "dpm++"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)

@@ -23,7 +23,7 @@ from .checkpoints import ResolvedModel
 from .codec import LatentCodec
 from .components import load_components
 from .conditioning import Conditioner
-from .config import PipelineConfig
+from .config import MAX_SECONDS, PipelineConfig
 from .errors import NAME_ONLY, InputError, ModelError
 from .names import safe_component
 from .options import SamplingOptions, SeparationOptions
@@ -297,6 +297,9 @@ class MultiTrackPipeline:
         seconds = self.config.audio.segment_seconds if duration is None else duration
         if not (seconds > 0 and np.isfinite(seconds)):
             raise InputError("{duration}: must be a positive number of seconds", duration=duration)
+        if seconds > MAX_SECONDS:
+            raise InputError(f"{{duration}}: longer than the {MAX_SECONDS:.0f} s one result may be",
+                             f"make it in parts of at most {MAX_SECONDS:.0f} s", duration=duration)
         return max(1, round(seconds * self.sample_rate))
 
     def _sample(self, samples: int, cond: torch.Tensor | None, opts: SamplingOptions, *,

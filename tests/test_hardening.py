@@ -315,3 +315,14 @@ def test_train_out_on_or_under_a_regular_file_is_one_line(cli, tmp_path, where):
     out = tmp_path / "afile" if where == "file" else tmp_path / "afile" / "run"
     r = cli("train", tmp_path / "c.yaml", "--out", out)
     assert_one_line_error(r, 4, "is not a directory" if where == "file" else "a folder above it is a file", "--out")
+
+
+def test_an_hour_long_duration_is_refused_up_front(cli, pipe, tmp_path):
+    """``--duration 3600`` was accepted with no limit, estimate or warning."""
+    from mtldm_cli.errors import InputError
+
+    r = cli("generate", "--duration", "3600", "--out", tmp_path / "o", "-q")
+    assert r.exit_code == 2 and "--duration" in r.stderr and "600" in r.stderr
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(InputError, match="duration=3600: longer than the 600 s"):
+        pipe.generate(duration=3600, steps=1)

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from ..config import PRESETS, SAMPLERS
+from ..config import MAX_SECONDS, PRESETS, SAMPLERS
 from ..errors import MtldmError
 
 err_console = Console(stderr=True, highlight=False)
@@ -51,7 +51,7 @@ PresetOpt = Annotated[Optional[Preset], typer.Option(help="paper: DDIM 200 steps
 SamplerOpt = Annotated[Optional[SamplerName], typer.Option(help="Sampler, overriding the preset's.")]
 EtaOpt = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="DDIM eta: 0 deterministic, 1 ancestral (default: the model's; ignored by dpm++).")]
 SeedOpt = Annotated[Optional[int], typer.Option(min=0, help="Random seed; recorded in run.json when not given.")]
-DurationOpt = Annotated[Optional[float], typer.Option(min=0.01, help="Seconds to generate (default: the model's 10.24 s segment; longer is done in overlapping windows).")]
+DurationOpt = Annotated[Optional[float], typer.Option(min=0.01, max=MAX_SECONDS, help=f"Seconds to generate, at most {MAX_SECONDS:.0f} (default: the model's 10.24 s segment; longer is done in overlapping windows).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder for <stem>.wav, mix.wav and run.json.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 FloatOpt = Annotated[bool, typer.Option("--float", help="Write 32-bit float WAVs instead of 16-bit PCM.")]
