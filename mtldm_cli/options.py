@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -19,6 +19,7 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit intege
 
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    PLACEHOLDERS: ClassVar[dict[str, Any]] = {}  # valid values for the fields a model supplies
 
     @field_validator("*")
     @classmethod
@@ -37,6 +38,12 @@ class _Options(BaseModel):
             reason = err["msg"].removeprefix("Value error, ")
             raise InputError(f"{{{name}}}: {reason[:1].lower()}{reason[1:]}", **{name: values.get(name)}) from None
 
+    @classmethod
+    def check_given(cls, **given: Any) -> None:
+        """Validate the values a caller gave, each on its own, before a model is at hand (one that is
+        supplies the rest, and the checks between fields, in ``resolve``)."""
+        cls._build(cls.PLACEHOLDERS | {k: v for k, v in given.items() if v is not None})
+
     def record(self) -> dict[str, Any]:
         """What ``run.json`` stores: every field, as resolved."""
         return self.model_dump()
@@ -48,6 +55,8 @@ def _seed(seed: int | None) -> int:
 
 class SamplingOptions(_Options):
     """How generate, condition and arrange sample: sampler, steps, DDIM eta, guidance and seed."""
+
+    PLACEHOLDERS: ClassVar[dict[str, Any]] = {"sampler": "ddim", "steps": 1, "eta": 0.0, "guidance": 0.0, "seed": 0}
 
     sampler: Sampler
     steps: int = Field(ge=1)
@@ -98,6 +107,8 @@ class SeparationOptions(_Options):
     Defaults are MSDM's (s_churn 20, 2 resamples, sigmas 1e-4..1, gamma 0.75 sigma, the last stem
     pinned by dirac); steps default to the model's ``separate_steps``.
     """
+
+    PLACEHOLDERS: ClassVar[dict[str, Any]] = {"steps": 1, "seed": 0}
 
     method: Method = "dirac"
     steps: int = Field(ge=1)

@@ -326,3 +326,19 @@ def test_an_hour_long_duration_is_refused_up_front(cli, pipe, tmp_path):
     assert not (tmp_path / "o").exists()
     with pytest.raises(InputError, match="duration=3600: longer than the 600 s"):
         pipe.generate(duration=3600, steps=1)
+
+
+@pytest.mark.parametrize("command, flags, needle", [
+    ("generate", ["--seed", str(2**63)], f"--seed {2**63}"),
+    ("condition", ["--seed", str(2**64)], f"--seed {2**64}"),
+    ("arrange", ["--guidance", "inf"], "--guidance inf"),
+    ("separate", ["--gamma", "0"], "--gamma 0.0"),
+])
+def test_bad_sampling_flags_are_refused_before_the_model_loads(cli, stem_dir, tmp_path, command, flags, needle):
+    """A seed of 2**63 was an overflow after the model loaded: the flags are checked first, so a
+    model that cannot even be found is never reached."""
+    inputs = {"generate": [], "condition": ["--ref", stem_dir / "mix.wav"],
+              "arrange": ["--given", stem_dir / "bass.wav"], "separate": [stem_dir / "mix.wav"]}[command]
+    r = cli(command, *inputs, *flags, "--model", "./no-such-model", "--out", tmp_path / "o")
+    assert_one_line_error(r, 2, needle)
+    assert not (tmp_path / "o").exists()

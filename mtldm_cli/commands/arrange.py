@@ -12,7 +12,7 @@ import typer
 from ..errors import StemError
 from .common import (Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
                      OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
-                     guarded, load_pipeline, note, precheck_outputs, progress_callback, sampling_options,
+                     check_sampling_flags, guarded, load_pipeline, note, precheck_outputs, progress_callback, sampling_options,
                      split_names)
 
 
@@ -60,6 +60,8 @@ def arrange(
     # a bare word after --given (--want piano guitar) may be a stem name, not a file: judged below
     bare = [p for stem, p in items if stem is None and re.fullmatch(r"[A-Za-z]+", p) and not Path(p).exists()]
     audio = {p: load_audio(p) for _, p in items if p not in bare}  # read once, before the model loads
+    check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed, resample=resample,
+                         reconstruction=reconstruction)
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     for word in bare:
         if word.lower() in pipe.stems:

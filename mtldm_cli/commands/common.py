@@ -60,6 +60,15 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress outpu
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text prompt (CLAP text embedding).")]
 
 
+def check_sampling_flags(*, sampler, steps, guidance, eta, seed, **arrangement) -> None:
+    """The generating commands' flags, each checked before the model loads (a seed of 2**63 or an
+    infinite guidance is refused at once, not after minutes of loading)."""
+    from ..options import SamplingOptions
+
+    SamplingOptions.check_given(sampler=sampler and sampler.value, steps=steps, guidance=guidance, eta=eta, seed=seed,
+                                **arrangement)
+
+
 def sampling_options(pipe, task: str, *, preset, sampler, steps, guidance, eta, seed, **arrangement):
     """The generating commands' flags resolved by the model into its options for ``task``, before
     anything is written (a bad value is refused here)."""

@@ -11,7 +11,7 @@ import typer
 from ..audio import load_audio
 from .common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
                      OfflineOpt, OutOpt, PresetOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
-                     guarded, load_pipeline, precheck_outputs, progress_callback, sampling_options)
+                     check_sampling_flags, guarded, load_pipeline, precheck_outputs, progress_callback, sampling_options)
 
 
 @guarded
@@ -37,6 +37,7 @@ def condition(
     """Generate every stem in the style of a reference clip (its CLAP audio embedding)."""
     started = time.perf_counter()
     reference = load_audio(ref)  # read once, before the model loads: a bad file fails at once
+    check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     options = sampling_options(pipe, "condition", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
     precheck_outputs(out, list(pipe.stems), force)

@@ -10,7 +10,7 @@ import typer
 
 from .common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
                      OfflineOpt, OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt,
-                     StepsOpt, finish, guarded, load_pipeline, precheck_outputs, progress_callback,
+                     StepsOpt, finish, check_sampling_flags, guarded, load_pipeline, precheck_outputs, progress_callback,
                      sampling_options, split_names)
 
 
@@ -43,6 +43,7 @@ def generate(
 
     started = time.perf_counter()
     names = split_names(stems)
+    check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     options = sampling_options(pipe, "generate", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
     precheck_outputs(out, select(names, pipe.stems), force)

@@ -49,10 +49,11 @@ def separate(
     """
     started = time.perf_counter()
     mix = load_audio(mixture)  # read once, before the model loads: a bad file fails at once
+    flags = dict(method=method.value, steps=steps, s_churn=churn, resamples=resamples, sigma_max=sigma_max,
+                 sigma_min=sigma_min, gamma=gamma, consistency=consistency, wiener=wiener, seed=seed)
+    SeparationOptions.check_given(**flags)
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
-    options = pipe.separation_options(method=method.value, steps=steps, s_churn=churn, resamples=resamples,
-                                      sigma_max=sigma_max, sigma_min=sigma_min, gamma=gamma, consistency=consistency,
-                                      wiener=wiener, seed=seed)
+    options = pipe.separation_options(**flags)
     precheck_outputs(out, list(pipe.stems), force)
     with progress_callback(f"separating ({method.value})", quiet or json_out) as cb:
         result = pipe.separate(mix, options=options, callback=cb)
