@@ -349,6 +349,24 @@ def test_slakh_original_layout_maps_inst_class_to_stems(slakh):
     assert peaks == pytest.approx([330, 660], abs=0.2)  # two guitar stems summed, resampled from 44.1 kHz
 
 
+@pytest.mark.parametrize("field", ["audio_dir", "stem id"])
+def test_slakh_metadata_cannot_point_outside_its_track(slakh, field):
+    """metadata.yaml's audio_dir and stem ids become paths: ``../Track00001/stems`` (another track's
+    audio, or anything on the disk) or a stem id ``../../S00`` make the track skipped, with why."""
+    meta = (slakh / "Track00001" / "metadata.yaml").read_text()
+    (slakh / "Track00004").mkdir()
+    if field == "audio_dir":
+        meta = meta.replace("audio_dir: stems", "audio_dir: ../Track00001/stems")
+    else:
+        meta = meta.replace("  S00:", "  ../../Track00001/stems/S00:")
+        (slakh / "Track00004" / "stems").mkdir()
+    (slakh / "Track00004" / "metadata.yaml").write_text(meta)
+    ds = StemDataset(slakh, random_shift=False)
+    assert [t.name for t in ds.tracks] == ["Track00001"]
+    why = dict((p.split("/")[-1], w) for p, w in ds.skipped)
+    assert "not a plain file name" in why["Track00004"]
+
+
 def test_user_stem_folders_with_a_stem_map(tmp_path):
     root = tmp_path / "mine"
     for name, f in (("Bass DI", 55), ("kit", 100), ("gtr_left", 330), ("gtr_right", 335), ("keys", 440),

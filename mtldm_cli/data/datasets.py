@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 from ..audio import resample
 from ..config import DEFAULT_STEMS, AudioConfig
 from ..errors import DataError
+from ..names import safe_component
 
 log = logging.getLogger("mtldm.data")
 
@@ -142,9 +143,13 @@ def _slakh_files(folder: Path, stems: Sequence[str]) -> dict[str, list[Path]]:
     try:
         meta = yaml.safe_load((folder / "metadata.yaml").read_text())
         entries = meta["stems"]
-        audio_dir = folder / meta.get("audio_dir", "stems")
+        audio_dir_name = str(meta.get("audio_dir", "stems"))
     except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
         raise _Skip(f"metadata.yaml is unreadable ({type(e).__name__}: {e})") from None
+    for name in (audio_dir_name, *map(str, entries)):  # they become paths: plain names only, never ../
+        if safe_component(name, "") != name:
+            raise _Skip(f"metadata.yaml names {name!r}, which is not a plain file name")
+    audio_dir = folder / audio_dir_name
     files: dict[str, list[Path]] = {s: [] for s in stems}
     for sid, info in sorted(entries.items()):
         stem = SLAKH_CLASSES.get((info or {}).get("inst_class", ""))
