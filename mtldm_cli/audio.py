@@ -222,10 +222,12 @@ def write_file_set(writers: Mapping[Path, Callable[[BinaryIO], None]], *, remove
     disk or a file-size limit is an :class:`OutputError`."""
     temps: dict[Path, Path] = {}
     path = None
+    mode = 0o666 & ~current_umask()  # mkstemp makes owner-only files; a result follows the umask
     try:
         for path, write in writers.items():
             fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             temps[path] = Path(name)
+            os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as f:
                 write(f)
         for path, tmp in temps.items():
@@ -241,10 +243,17 @@ def write_file_set(writers: Mapping[Path, Callable[[BinaryIO], None]], *, remove
             tmp.unlink(missing_ok=True)
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file through a temp file beside it: readers see the old file or the new, never half."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

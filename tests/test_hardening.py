@@ -342,3 +342,15 @@ def test_bad_sampling_flags_are_refused_before_the_model_loads(cli, stem_dir, tm
     r = cli(command, *inputs, *flags, "--model", "./no-such-model", "--out", tmp_path / "o")
     assert_one_line_error(r, 2, needle)
     assert not (tmp_path / "o").exists()
+
+
+def test_result_files_follow_the_umask(cli, tmp_path):
+    """mkstemp made every output owner-only (-rw-------) whatever the umask."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        assert cli("generate", "--out", tmp_path / "o", "--steps", "2", "--duration", "0.5", "-q").exit_code == 0
+    finally:
+        os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "o").iterdir()} == {oct(0o644)}
