@@ -236,12 +236,28 @@ def test_the_vocos_head_spectrum_and_the_phase_losses():
     assert float(anti_wrapped_phase_loss(turned, target)) == pytest.approx(1.0, rel=1e-3)
 
 
+def _trained_vocos(root, tmp_path, **head):
+    """A Vocos with ``head`` settings trained 2 steps by the vocoder stage, loaded by the user's loader
+    (which must give back the saved weights)."""
+    from mtldm_cli.components import load_vocoder
+    from mtldm_cli.config import PipelineConfig
+    from mtldm_cli.vocoders import VocosVocoder
+
+    cfg = {**CONFIG, "data": {"train": str(root / "train"), "validation": str(root / "val")},
+           "vocoder": {**CONFIG["vocoder"], **head, "discriminators": [], "steps": 2}}
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump(cfg))
+    out = train(tmp_path / "v.yaml", tmp_path / "run", stages=("vocoder",))
+    folder = out / "training" / "vocoder-trained"
+    voc = load_vocoder(PipelineConfig(name="x", vocoder="vocos"), folder)
+    assert isinstance(voc, VocosVocoder)
+    assert torch.equal(load_file(folder / "model.safetensors")["head.out.weight"], voc.head.out.weight)
+    return voc
+
+
 def test_the_integrated_head_keeps_a_held_note_turning(root, tmp_path):
     """The same log-mel frame after frame (a held note): Vocos' own head gives every frame the same
     phase (the note restarts at each hop), the integrated one advances each bin by its frequency.
     Trained by the vocoder stage, it loads through the user's loader."""
-    from mtldm_cli.components import load_vocoder
-    from mtldm_cli.config import PipelineConfig
     from mtldm_cli.vocoders import VocosConfig, VocosVocoder
 
     held = torch.randn(1, 1, 16).expand(1, 48, 16)
@@ -257,14 +273,8 @@ def test_the_integrated_head_keeps_a_held_note_turning(root, tmp_path):
     turned = (steps["integrated"] - advance[:, None] + torch.pi) % (2 * torch.pi) - torch.pi
     assert turned.abs().max() < 0.05  # at its initialisation: each bin turns at its own frequency
 
-    cfg = {**CONFIG, "data": {"train": str(root / "train"), "validation": str(root / "val")},
-           "vocoder": {**CONFIG["vocoder"], "phase": "integrated", "discriminators": [], "steps": 2}}
-    (tmp_path / "v.yaml").write_text(yaml.safe_dump(cfg))
-    out = train(tmp_path / "v.yaml", tmp_path / "run", stages=("vocoder",))
-    folder = out / "training" / "vocoder-trained"
-    voc = load_vocoder(PipelineConfig(name="x", vocoder="vocos"), folder)
-    assert isinstance(voc, VocosVocoder) and voc.config.phase == "integrated"
-    assert torch.equal(load_file(folder / "model.safetensors")["head.out.weight"], voc.head.out.weight)
+    voc = _trained_vocos(root, tmp_path, phase="integrated")
+    assert voc.config.phase == "integrated"
     with torch.no_grad():
         wav = voc(torch.randn(2, 16, 64))
     assert wav.shape == (2, 16 * 160) and torch.isfinite(wav).all()
@@ -275,8 +285,6 @@ def test_the_mel_prior_head_starts_at_the_inverse_of_the_mel_filters(root, tmp_p
     correction starts at zero); the vocoder stage trains it and the user's loader loads it."""
     import torchaudio
 
-    from mtldm_cli.components import load_vocoder
-    from mtldm_cli.config import PipelineConfig
     from mtldm_cli.vocoders import VocosConfig, VocosVocoder
 
     torch.manual_seed(0)
@@ -292,15 +300,8 @@ def test_the_mel_prior_head_starts_at_the_inverse_of_the_mel_filters(root, tmp_p
     with torch.no_grad():
         assert not torch.allclose(learned.spectrum(logmel).abs(), expected, rtol=0.1)
 
-    cfg = {**CONFIG, "data": {"train": str(root / "train"), "validation": str(root / "val")},
-           "vocoder": {**CONFIG["vocoder"], "magnitude": "mel-prior", "phase": "integrated", "discriminators": [],
-                       "steps": 2}}
-    (tmp_path / "v.yaml").write_text(yaml.safe_dump(cfg))
-    out = train(tmp_path / "v.yaml", tmp_path / "run", stages=("vocoder",))
-    folder = out / "training" / "vocoder-trained"
-    voc = load_vocoder(PipelineConfig(name="x", vocoder="vocos"), folder)
-    assert isinstance(voc, VocosVocoder) and voc.config.magnitude == "mel-prior"
-    assert torch.equal(load_file(folder / "model.safetensors")["head.out.weight"], voc.head.out.weight)
+    voc = _trained_vocos(root, tmp_path, magnitude="mel-prior", phase="integrated")
+    assert voc.config.magnitude == "mel-prior"
     assert voc.head.out.weight[:513].abs().sum() > 0  # training moved the correction off zero
     with torch.no_grad():
         wav = voc(torch.randn(2, 16, 64))
