@@ -166,7 +166,9 @@ class MelFrontEnd:
 
 def griffin_lim_vocoder(cfg: AudioConfig, n_iter: int = 64):
     """The vocoder with no weights: log-mel -> magnitude (least squares through the mel filters) ->
-    Griffin-Lim phase. A module with the HiFi-GAN's interface: ``[B, frames, n_mels]`` -> ``[B, N]``."""
+    Griffin-Lim phase. A module with the HiFi-GAN's interface: ``[B, frames, n_mels]`` -> ``[B, N]``.
+    Its random starting phase comes from a generator of its own, seeded the same every call: the same
+    log-mel gives the same audio (torch's global RNG made the same seed give other WAVs)."""
     import torch
     import torchaudio
 
@@ -182,7 +184,9 @@ def griffin_lim_vocoder(cfg: AudioConfig, n_iter: int = 64):
 
         def forward(self, logmel):
             mag = self.inverse_mel(logmel.float().exp().transpose(-1, -2)).clamp(min=0)
-            return self.griffin_lim(mag)
+            with torch.random.fork_rng(devices=[mag.device] if mag.device.type == "cuda" else []):
+                torch.manual_seed(0)
+                return self.griffin_lim(mag)
 
     return GriffinLimVocoder().eval()
 
