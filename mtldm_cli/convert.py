@@ -409,7 +409,7 @@ def clap_config_from_state(sd: StateDict):
         intermediate_size=sd["text_branch.encoder.layer.0.intermediate.dense.weight"].shape[0],
         max_position_embeddings=sd["text_branch.embeddings.position_embeddings.weight"].shape[0],
         type_vocab_size=sd["text_branch.embeddings.token_type_embeddings.weight"].shape[0], projection_dim=proj,
-        projection_hidden_act="relu",
+        projection_hidden_act="relu", layer_norm_eps=1e-5,  # RoBERTa's and LAION's (transformers' default is 1e-12)
     )
     return ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=proj)
 

@@ -94,6 +94,9 @@ def test_clap_maps_both_ways_exactly():
     assert sum(report.dropped["clap"].values()) == 11  # front end, masks, head, probes, position ids
     qkv = [C.clap_key_to_hf(k) for k in O.laion_clap_state(hf) if k.endswith("attn.qkv.weight")]
     assert qkv and all(len(v) == 3 for v in qkv)
+    # RoBERTa's and LAION's LayerNorm epsilon, not transformers' default 1e-12 (the only numeric gap a
+    # peer conversion check found)
+    assert converted.config.text_config.layer_norm_eps == 1e-5
 
 
 def test_unknown_and_missing_keys_are_named():
