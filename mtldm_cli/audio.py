@@ -302,7 +302,7 @@ def prepare_dir(folder: Path) -> Path:
     except FileExistsError:
         raise OutputError(f"{folder}: is not a directory", "choose another {folder}", folder=NAME_ONLY) from None
     except NotADirectoryError:
-        raise OutputError(f"{folder}: cannot create it (a folder above it is a file)", "choose another {folder}",
+        raise OutputError(f"{folder}: cannot create it (a folder above it is a file, not a directory)", "choose another {folder}",
                           folder=NAME_ONLY) from None
     except PermissionError:
         raise OutputError(f"{folder}: cannot create it (permission denied)", "choose another {folder}", folder=NAME_ONLY) from None

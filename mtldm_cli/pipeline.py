@@ -64,19 +64,37 @@ class MultiTrackOutput:
         paths = self.paths(folder)
         check_writable(paths.values(), force=force)
         audio = {paths[n]: w for n, w in self.stems.items()} | {paths["mix"]: self.mix}
-        peak = max(float(np.abs(w).max(initial=0.0)) for w in audio.values())
-        if subtype != "float" and peak > 1.0:  # one gain for every file: the stems still sum to the mix
-            audio = {p: w / peak for p, w in audio.items()}
-            gain_db = round(-20 * np.log10(peak), 2)
-            self.info = self.info | {"gain_db": gain_db, "warnings": [*self.info.get("warnings", []), (
-                f"the result peaks at {peak:.2f} (above full scale): every file was turned down {-gain_db:.1f} dB so "
-                "that none clips; a float WAV (subtype='float', --float) keeps the level")]}
+        audio, notes = fit_full_scale(audio, paths["mix"]) if subtype != "float" else (audio, {})
+        if notes:
+            warning = notes.pop("warning")
+            self.info = self.info | notes | {"warnings": [*self.info.get("warnings", []), warning]}
         info = self.info | {"files": [p.name for p in audio], "sample_rate": self.sample_rate}
         text = (json.dumps(info, indent=2, default=str) + "\n").encode()
         writers = {p: wav_writer(w, self.sample_rate, subtype) for p, w in audio.items()}
         write_file_set(writers | {paths["run.json"]: lambda f: f.write(text)},
                        remove=earlier_result(paths["run.json"], set(paths.values())) if force else ())
         return [*audio, paths["run.json"]]
+
+
+def fit_full_scale(audio: dict[Path, np.ndarray], mix: Path) -> tuple[dict[Path, np.ndarray], dict]:
+    """Fixed-point WAVs clip above full scale: never silently. A stem above it turns every file down
+    by one gain (the stems still sum to the mix); a mix alone above it is turned down by itself, the
+    stems (a musician's given ones among them) left as they are. Returns the files and what run.json
+    records, with the warning."""
+    stems_peak = max((float(np.abs(w).max(initial=0.0)) for p, w in audio.items() if p != mix), default=0.0)
+    mix_peak = float(np.abs(audio[mix]).max(initial=0.0))
+    if max(stems_peak, mix_peak) <= 1.0:
+        return audio, {}
+    if stems_peak > 1.0:
+        peak = max(stems_peak, mix_peak)
+        db = round(-20 * np.log10(peak), 2)
+        return {p: w / peak for p, w in audio.items()}, {"gain_db": db, "warning": (
+            f"the result peaks at {peak:.2f} (above full scale): every file was turned down {-db:.1f} dB so that "
+            "none clips; a float WAV (subtype='float', --float) keeps the level")}
+    db = round(-20 * np.log10(mix_peak), 2)
+    return audio | {mix: audio[mix] / mix_peak}, {"mix_gain_db": db, "warning": (
+        f"the mix peaks at {mix_peak:.2f} (above full scale): mix.wav was turned down {-db:.1f} dB so that it does "
+        "not clip, the stems are as they were; a float WAV (subtype='float', --float) keeps the level")}
 
 
 def earlier_result(run_json: Path, keep: set[Path]) -> list[Path]:

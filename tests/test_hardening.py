@@ -367,3 +367,24 @@ def test_the_same_seed_gives_byte_identical_files_on_demo(cli, tmp_path):
     assert cli(*args, "--out", tmp_path / "b").exit_code == 0
     for name in ("bass.wav", "drums.wav", "guitar.wav", "piano.wav", "mix.wav"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_a_mix_alone_above_full_scale_is_turned_down_and_the_stems_kept(tmp_path):
+    """Stems each under full scale whose sum is not: mix.wav alone is turned down (recorded, with a
+    warning), the stems stay as they are (a musician's given stems come back sample-exact)."""
+    import numpy as np
+    import soundfile as sf
+
+    from mtldm_cli.pipeline import MultiTrackOutput
+
+    t = np.arange(16000) / 16000
+    stems = {s: (0.6 * np.sin(2 * np.pi * 110 * t)).astype(np.float32) for s in ("bass", "drums")}
+    out = MultiTrackOutput(stems=stems, sample_rate=16000, info={})
+    folder = tmp_path / "o"
+    out.save(folder)
+    assert out.info["mix_gain_db"] == pytest.approx(-20 * np.log10(1.2), abs=0.01) and "gain_db" not in out.info
+    assert any("mix.wav was turned down" in w for w in out.info["warnings"])
+    written = {s: sf.read(folder / f"{s}.wav", dtype="int16")[0] for s in ("bass", "drums", "mix")}
+    expected = (np.clip(stems["bass"], -1, 1) * 32767).round()
+    assert np.abs(written["bass"] - expected).max() <= 2  # unchanged, to the 16-bit rounding (scaled would be ~5000 off)
+    assert np.abs(written["mix"]).max() <= 32767 and np.abs(written["mix"] / 32767 - 2 * stems["bass"] / 1.2).max() < 1e-3
