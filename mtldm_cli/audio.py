@@ -226,7 +226,7 @@ def write_file_set(writers: Mapping[Path, Callable[[BinaryIO], None]], *, remove
     disk or a file-size limit is an :class:`OutputError`."""
     temps: dict[Path, Path] = {}
     path = None
-    mode = 0o666 & ~current_umask()  # mkstemp makes owner-only files; a result follows the umask
+    mode = file_mode()
     try:
         for path, write in writers.items():
             fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -247,17 +247,18 @@ def write_file_set(writers: Mapping[Path, Callable[[BinaryIO], None]], *, remove
             tmp.unlink(missing_ok=True)
 
 
-def current_umask() -> int:
+def file_mode() -> int:
+    """The mode a new file gets under the umask (mkstemp makes owner-only files: ours follow the umask)."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file through a temp file beside it: readers see the old file or the new, never half."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from .config import PIPELINE_FILE
-from .errors import NAME_ONLY, ModelError
+from .errors import NAME_ONLY, ModelError, first_problem
 from .names import check_stem_names, safe_component
 
 HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -198,11 +198,7 @@ def load_registry() -> dict[str, Entry]:
             try:
                 entry = Entry(name=name, **raw)
             except ValidationError as e:
-                err = e.errors()[0]
-                where = ".".join(str(p) for p in err["loc"])
-                raise ModelError(
-                    f"{path}: entry '{name}' is invalid ({where}: {err['msg']})", "fix the registry file"
-                ) from None
+                raise ModelError(f"{path}: entry '{name}' is invalid ({first_problem(e)})", "fix the registry file") from None
             if name in builtin and not entry.override:
                 raise ModelError(f"{path}: entry '{name}' would replace the built-in model '{name}'",
                                  "give it another name, or add override = true to the entry")

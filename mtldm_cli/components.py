@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from .audio import griffin_lim_vocoder
 from .config import PIPELINE_FILE, PipelineConfig
-from .errors import ModelError
+from .errors import ModelError, first_problem
 
 
 def quiet_libraries() -> None:
@@ -59,10 +59,7 @@ def load_components(folder: str | os.PathLike) -> Components:
             parts.clap = ClapModel.from_pretrained(folder / "clap")
             parts.clap_processor = ClapProcessor.from_pretrained(folder / "clap")
     except ValidationError as e:  # a config file that parses but says something impossible
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ModelError(f"{folder}: cannot load the model ({where}: {err['msg']})",
-                         "the folder is incomplete or corrupt") from None
+        raise ModelError(f"{folder}: cannot load the model ({first_problem(e)})", "the folder is incomplete or corrupt") from None
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelError(f"{folder}: cannot load the model ({reason})", "the folder is incomplete or corrupt") from None

@@ -80,3 +80,10 @@ class OutputError(MtldmError):
     """Outputs that cannot be written (existing files without ``force``, unwritable folder)."""
 
     exit_code = 4
+
+
+def first_problem(error) -> str:
+    """A pydantic ``ValidationError``'s first problem as ``field.path: message``."""
+    err = error.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    return f"{where}: {err['msg']}"

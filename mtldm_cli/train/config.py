@@ -10,7 +10,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..config import AudioConfig, SamplingDefaults
-from ..errors import InputError
+from ..errors import InputError, first_problem
 from ..model import UNetConfig
 
 STAGES = ("vae", "unet", "vocoder", "clap")  # a stage's index seeds its random streams
@@ -223,9 +223,7 @@ def load_config(path: os.PathLike) -> TrainConfig:
     try:
         cfg = TrainConfig.model_validate(raw or {})
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise InputError(f"{path}: {where}: {err['msg']}", f"{e.error_count()} problem(s); see docs/training.md") from None
+        raise InputError(f"{path}: {first_problem(e)}", f"{e.error_count()} problem(s); see docs/training.md") from None
     base = path.parent
     data = cfg.data.model_copy(update={k: (base / v if v is not None and not Path(v).is_absolute() else v)
                                        for k, v in (("train", cfg.data.train), ("validation", cfg.data.validation))})
