@@ -124,6 +124,24 @@ def to_mono_tensor(audio: AudioLike, sample_rate: int | None, target_rate: int, 
     return resample(wav, sample_rate, target_rate)
 
 
+FADE_SECONDS = 0.01
+
+
+def fade_ends(wav, sample_rate: int, seconds: float = FADE_SECONDS):
+    """Raised-cosine fade-in and fade-out over the last axis of a tensor: a generated stem that
+    starts or stops mid-note would click when played from or to its edge."""
+    import torch
+
+    n = min(round(seconds * sample_rate), wav.shape[-1] // 2)
+    if n < 1:
+        return wav
+    ramp = 0.5 - 0.5 * torch.cos(torch.linspace(0, torch.pi, n + 2, dtype=wav.dtype)[1:-1])
+    wav = wav.clone()
+    wav[..., :n] *= ramp
+    wav[..., -n:] *= ramp.flip(0)
+    return wav
+
+
 def resample(wav, orig: int, new: int):
     import torchaudio.functional as AF
 

@@ -95,6 +95,9 @@ class LatentCodec:
             return self.vae.decode(x).sample
 
         mel = stitch(dec, z, self.latent_windows(z.shape[-2]), 1, self.vae_factor)[:, 0]
+        # a vocoder's frames end a hop or so before the last mel frame's span does: two repeated
+        # frames carry the sound to the end, where zero padding made a step to silence
+        mel = torch.cat([mel, mel[:, -1:].expand(-1, 2, -1)], dim=1)
         wav = self.vocoder(mel)
         wav = torch.nn.functional.pad(wav, (0, max(0, samples - wav.shape[-1])))[..., :samples]
         return wav.reshape(b, s, samples).float().cpu()

@@ -71,6 +71,16 @@ def evaluate_separation(
     }
 
 
+def mixture_mismatch(mix: np.ndarray, ref: Mapping[str, np.ndarray], tolerance_db: float = 30.0) -> float | None:
+    """SI-SDR (dB) of ``mix`` against the sum of the references when it is under ``tolerance_db``,
+    else None. A mixture that is not the sum of its stems (another take, a mastered mix, stems
+    missing) changes every SI-SDRi, which scores against it; a gain alone does not (scale-invariant)."""
+    n = min(len(mix), *(len(r) for r in ref.values()))
+    total = np.sum([np.asarray(r[:n], np.float64) for r in ref.values()], axis=0)
+    sdr = si_sdr(np.asarray(mix[:n], np.float64), total)
+    return sdr if sdr < tolerance_db else None
+
+
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import AudioLike, audio_name, check_writable, common_length, is_silent, to_mono_tensor, wav_writer, write_file_set
+from .audio import AudioLike, audio_name, check_writable, common_length, fade_ends, is_silent, to_mono_tensor, wav_writer, write_file_set
 from .checkpoints import ResolvedModel
 from .codec import LatentCodec
 from .components import load_components
@@ -340,7 +340,7 @@ class MultiTrackPipeline:
         z = sample_windows(model_for, shape, windows, self.scheduler, opts, generator=g, device=self.device,
                            known=known, callback=callback)
         t1 = time.perf_counter()
-        wav = self.codec.decode(z, samples)
+        wav = fade_ends(self.codec.decode(z, samples), self.sample_rate)
         timings = dict(sample_s=round(t1 - t0, 3), decode_s=round(time.perf_counter() - t1, 3))
         return wav[0], dict(windows=len(windows), timings=timings)
 

@@ -11,7 +11,7 @@ import typer
 
 from ..audio import read_audio, resample_np
 from ..errors import InputError
-from ..metrics import evaluate_separation
+from ..metrics import evaluate_separation, mixture_mismatch
 from .common import JsonOpt, err_console, guarded
 
 
@@ -52,15 +52,28 @@ def evaluate(
     mix_path = mix or (ref / "mix.wav" if (ref / "mix.wav").is_file() else None)
     mix_wav = resample_np(*read_audio(mix_path), sr) if mix_path else None
     scores = evaluate_separation(est_wavs, ref_wavs, sr, mix_wav, window_s=window, hop_s=hop)
+    warnings = []
+    mismatch = mixture_mismatch(mix_wav, ref_wavs) if mix_wav is not None else None
+    if mismatch is not None:
+        warnings.append(f"{mix_path}: is not the sum of the reference stems (SI-SDR {mismatch:.1f} dB against their sum); "
+                        "SI-SDRi is measured against this mixture as given")
+    if all(d["windows"] == 0 for d in scores.values()):
+        warnings.append("no window has two active stems; SI-SDRi is undefined (nan)")
     if json_out:
         clean = {s: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
                  for s, d in scores.items()}
         typer.echo(json.dumps({"ok": True, "sample_rate": sr, "mix": str(mix_path) if mix_path else "sum of references",
-                               "stems": clean}))
-        return
+                               "stems": clean, "warnings": warnings}))
+    else:
+        _print_table(scores, f"{est} vs {ref}")
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+
+
+def _print_table(scores: dict, title: str) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{est} vs {ref}", title_style="bold")
+    table = Table(title=title, title_style="bold")
     for col in ("stem", "SI-SDRi (dB)", "SI-SDR windows (dB)", "SI-SDR whole (dB)", "windows",
                 "SI-SDRi where it sounds (dB)", "windows"):
         table.add_column(col, justify="left" if col == "stem" else "right")
@@ -70,5 +83,3 @@ def evaluate(
     from rich.console import Console
 
     Console().print(table)
-    if all(d["windows"] == 0 for d in scores.values()):
-        err_console.print("[yellow]warning:[/] no window has two active stems; SI-SDRi is undefined (nan)")
