@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -24,18 +25,32 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Audio:
-    """A file read once: float32 mono samples at their own rate, and the name errors use."""
+    """A file read once: its samples as soundfile gives them (float32 ``[N, C]``), its rate, its sample
+    format (``pcm16``, ``pcm24``, ``float`` or None) and the name errors use."""
 
-    samples: np.ndarray
+    data: np.ndarray
     sample_rate: int
     name: str
+    subtype: str | None = None
+
+    @property
+    def samples(self) -> np.ndarray:
+        """Mono ``[N]``: the mean of the channels (what the model hears)."""
+        return self.data.mean(axis=1)
+
+    @property
+    def channels(self) -> int:
+        return self.data.shape[1]
 
 
 AudioLike = Union[str, os.PathLike, np.ndarray, "torch.Tensor", Audio]
 
+# soundfile's sample formats as the subtype we write back (wider ones become float)
+READ_SUBTYPES = {"PCM_S8": "pcm16", "PCM_U8": "pcm16", "PCM_16": "pcm16", "PCM_24": "pcm24", "PCM_32": "float",
+                 "FLOAT": "float", "DOUBLE": "float"}
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read any soundfile-readable file as float32 mono ``[N]`` at its own rate."""
+
+def _read(path: str | os.PathLike) -> tuple[np.ndarray, int, str | None]:
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file", "check the path")
@@ -44,7 +59,10 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not os.access(path, os.R_OK):
         raise AudioError(f"{path}: cannot be read (permission denied)", "check the file's permissions")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            subtype = READ_SUBTYPES.get(f.subtype)
+            data = f.read(dtype="float32", always_2d=True)
+            sr = f.samplerate
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise AudioError(
@@ -52,7 +70,14 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         ) from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: contains no audio samples", "give a non-empty file")
-    return check_finite(data.mean(axis=1), str(path)), int(sr)
+    check_finite(data, str(path))
+    return data, int(sr), subtype
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read any soundfile-readable file as float32 mono ``[N]`` at its own rate."""
+    data, sr, _ = _read(path)
+    return data.mean(axis=1), sr
 
 
 MIN_SECONDS = 0.1  # shorter than any model's STFT window: no command can use it
@@ -60,9 +85,9 @@ MIN_SECONDS = 0.1  # shorter than any model's STFT window: no command can use it
 
 def load_audio(path: str | os.PathLike) -> Audio:
     """:func:`read_audio` as an :class:`Audio` named by its path, at least ``MIN_SECONDS`` long."""
-    wav, sr = read_audio(path)
-    check_length(len(wav), sr, str(path))
-    return Audio(wav, sr, str(path))
+    data, sr, subtype = _read(path)
+    check_length(len(data), sr, str(path))
+    return Audio(data, sr, str(path), subtype)
 
 
 def check_length(samples: int, sample_rate: int, name: str) -> None:
@@ -99,29 +124,52 @@ def is_silent(wav: np.ndarray | torch.Tensor, threshold: float = 1.5e-5) -> bool
     return float(np.abs(wav).mean() if isinstance(wav, np.ndarray) else wav.abs().mean()) < threshold
 
 
-def to_mono_tensor(audio: AudioLike, sample_rate: int | None, target_rate: int, name: str):
-    """Path, numpy array or tensor (``[N]`` or ``[C, N]``) -> float32 mono tensor at ``target_rate``."""
+MAX_CHANNELS = 8
+
+
+def channels_first(audio, name: str):
+    """An array or tensor as a float32 CPU tensor ``[C, N]``. The rule: ``[N]`` is mono; of a 2-D
+    array's axes the one of at most ``MAX_CHANNELS`` (8) is the channels, so ``[C, N]`` and soundfile's
+    ``[N, C]`` both work; a 2-D array whose axes are both that short or both longer is ambiguous."""
     import torch
 
+    wav = audio if isinstance(audio, torch.Tensor) else torch.as_tensor(np.asarray(audio))
+    wav = wav.detach().to("cpu", torch.float32)
+    if wav.numel() == 0:
+        raise AudioError(f"{name}: contains no audio samples (shape {tuple(wav.shape)})", "give a non-empty signal")
+    if wav.ndim == 1:
+        return wav[None]
+    if wav.ndim == 2:
+        short = [n <= MAX_CHANNELS for n in wav.shape]
+        if short == [True, False]:
+            return wav
+        if short == [False, True]:
+            return wav.T.contiguous()
+    raise AudioError(f"{name}: cannot tell channels from samples in an array of shape {tuple(wav.shape)}",
+                     f"give [samples], [channels, samples] or [samples, channels] with at most {MAX_CHANNELS} channels")
+
+
+def as_audio(audio: AudioLike, sample_rate: int | None, default_rate: int, name: str) -> Audio:
+    """A path, array, tensor or :class:`Audio` as an :class:`Audio` (an array at ``sample_rate``, else
+    ``default_rate``), checked: finite, at least ``MIN_SECONDS`` long."""
     if isinstance(audio, (str, os.PathLike)):
-        audio = load_audio(audio)
+        return load_audio(audio)
     if isinstance(audio, Audio):
-        wav, sample_rate, name = torch.from_numpy(audio.samples), audio.sample_rate, audio.name
-    else:
-        wav = torch.as_tensor(np.asarray(audio) if not isinstance(audio, torch.Tensor) else audio)
-        wav = wav.detach().to("cpu", torch.float32)
-        if wav.ndim == 2:
-            wav = wav.mean(0)
-        if wav.ndim != 1:
-            raise AudioError(f"{name}: expected a [samples] or [channels, samples] array, got {tuple(wav.shape)}")
-        if wav.numel() == 0:
-            raise AudioError(f"{name}: contains no audio samples", "give a non-empty signal")
-        if not torch.isfinite(wav).all():
-            raise AudioError(f"{name}: contains NaN or infinite samples", "clean the signal")
-        if sample_rate is None:
-            sample_rate = target_rate
-        check_length(wav.numel(), sample_rate, name)
-    return resample(wav, sample_rate, target_rate)
+        return audio
+    wav = channels_first(audio, name)
+    if not bool(np.isfinite(wav.numpy()).all()):
+        raise AudioError(f"{name}: contains NaN or infinite samples", "clean the signal")
+    rate = sample_rate or default_rate
+    check_length(wav.shape[-1], rate, name)
+    return Audio(wav.T.numpy(), rate, name)
+
+
+def to_mono_tensor(audio: AudioLike, sample_rate: int | None, target_rate: int, name: str):
+    """Path, array or tensor (:func:`channels_first`'s layouts) -> float32 mono tensor at ``target_rate``."""
+    import torch
+
+    a = as_audio(audio, sample_rate, target_rate, name)
+    return resample(torch.from_numpy(a.samples), a.sample_rate, target_rate)
 
 
 FADE_SECONDS = 0.01
@@ -139,6 +187,22 @@ def fade_ends(wav, sample_rate: int, seconds: float = FADE_SECONDS):
     wav = wav.clone()
     wav[..., :n] *= ramp
     wav[..., -n:] *= ramp.flip(0)
+    return wav
+
+
+def conform(wav, rate: int, to_rate: int, channels: int, length: int):
+    """``[C, N]`` at ``rate`` -> ``[channels, length]`` at ``to_rate``: resampled, cut or zero-padded
+    at the end, mono repeated over the channels and more channels than wanted averaged. Nothing
+    changes a sample when rate, channels and length already match."""
+    import torch
+
+    if rate != to_rate:
+        wav = resample(wav, rate, to_rate)
+    if wav.shape[0] != channels:
+        wav = wav.mean(0, keepdim=True)
+        wav = wav.expand(channels, -1) if channels > 1 else wav
+    if wav.shape[-1] != length:
+        wav = torch.nn.functional.pad(wav, (0, max(0, length - wav.shape[-1])))[..., :length]
     return wav
 
 
@@ -210,28 +274,50 @@ def griffin_lim_vocoder(cfg: AudioConfig, n_iter: int = 64):
 
 
 SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}
+FORMATS = {"wav": "WAV", "flac": "FLAC"}
+
+
+def check_file_format(format: str, subtype: str) -> None:
+    """Refuse a format and sample format that cannot go together, or either unknown."""
+    from .errors import InputError
+
+    if format not in FORMATS:
+        raise InputError("{format}: unknown file format", "use wav or flac", format=format)
+    if subtype not in SUBTYPES:
+        raise InputError("{subtype}: unknown sample format", "use pcm16, pcm24 or float", subtype=subtype)
+    if format == "flac" and subtype == "float":
+        raise InputError("{subtype}: FLAC holds 16- or 24-bit integer samples, not float",
+                         "choose pcm16 or pcm24, or the wav {format}", subtype=subtype, format=NAME_ONLY)
 
 
 def save_audio_files(
-    files: Mapping[Path, np.ndarray], sample_rate: int, *, subtype: str = "pcm16", force: bool = False
+    files: Mapping[Path, np.ndarray], sample_rate: int, *, subtype: str = "pcm16", force: bool = False,
+    format: str = "wav",
 ) -> list[Path]:
     """Write several WAVs all-or-nothing (:func:`write_file_set`)."""
     check_writable(files.keys(), force=force)
-    write_file_set({path: wav_writer(wav, sample_rate, subtype) for path, wav in files.items()})
+    folders = {p.parent for p in files}
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(made_dir(folder))
+        write_file_set({path: wav_writer(wav, sample_rate, subtype, format) for path, wav in files.items()})
     return list(files)
 
 
-def wav_writer(wav: np.ndarray, sample_rate: int, subtype: str = "pcm16") -> Callable[[BinaryIO], None]:
-    """A writer of one WAV for :func:`write_file_set`. The WAV is made in memory and written with
-    plain file I/O, so a full disk or a size limit is an ``OSError`` (libsndfile would half-write it)."""
+def wav_writer(wav: np.ndarray, sample_rate: int, subtype: str = "pcm16", format: str = "wav") -> Callable[[BinaryIO], None]:
+    """A writer of one WAV or FLAC (``[N]`` mono or ``[C, N]``) for :func:`write_file_set`. The file is
+    made in memory and written with plain file I/O, so a full disk or a size limit is an ``OSError``
+    (libsndfile would half-write it)."""
+    check_file_format(format, subtype)
     sf_subtype = SUBTYPES[subtype]
     data = np.asarray(wav, dtype=np.float32)
+    data = data.T if data.ndim == 2 else data
     if sf_subtype != "FLOAT":
         data = np.clip(data, -1.0, 1.0)
 
     def write(f: BinaryIO) -> None:
         buf = io.BytesIO()
-        sf.write(buf, data, sample_rate, subtype=sf_subtype, format="WAV")
+        sf.write(buf, data, sample_rate, subtype=sf_subtype, format=FORMATS[format])
         f.write(buf.getbuffer())
 
     return write
@@ -303,7 +389,8 @@ def staged_dir(folder: Path) -> Iterator[Path]:
 
 
 def check_writable(paths, *, force: bool) -> None:
-    """Fail before any work when an output exists (without ``force``) or its folder can't be written."""
+    """Fail before any work when an output exists (without ``force``) or its folder can't be made or
+    written. Nothing is created: a run that fails later leaves no empty folder behind."""
     paths = list(paths)
     existing = [p for p in paths if p.exists()]
     if existing and not force:
@@ -311,7 +398,45 @@ def check_writable(paths, *, force: bool) -> None:
         raise OutputError(f"{names}: already exists", "pass {force} to overwrite, or choose another {folder}",
                           force=True, folder=NAME_ONLY)
     for folder in {p.parent for p in paths}:
-        prepare_dir(folder)
+        check_dir(folder)
+
+
+def check_dir(folder: Path) -> None:
+    """:func:`prepare_dir`'s refusals, without creating anything."""
+    folder = Path(folder)
+    there = next((p for p in [folder, *folder.parents] if p.exists() or p.is_symlink()), Path("."))
+    if there == folder and not folder.is_dir():
+        raise OutputError(f"{folder}: is not a directory", "choose another {folder}", folder=NAME_ONLY)
+    if not there.is_dir():
+        raise OutputError(f"{folder}: cannot create it (a folder above it is a file, not a directory)",
+                          "choose another {folder}", folder=NAME_ONLY)
+    if not os.access(there, os.W_OK | os.X_OK):
+        what = "is not writable" if there == folder else "cannot create it (permission denied)"
+        raise OutputError(f"{folder}: {what}", "choose another {folder}", folder=NAME_ONLY)
+
+
+@contextmanager
+def made_dir(folder: Path) -> Iterator[Path]:
+    """:func:`prepare_dir` for a block that writes into it: if the block fails, the folders this
+    made (empty ones only) are removed again."""
+    folder = Path(folder)
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    prepare_dir(folder)
+    try:
+        yield folder
+    except BaseException:
+        for p in missing:
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def output_paths(folder: str | os.PathLike, stems: Iterable[str], format: str = "wav") -> dict[str, Path]:
+    """The files a result writes: ``<stem>.wav`` (or ``.flac``) per stem, the mix and ``run.json``."""
+    folder = Path(folder)
+    return {n: folder / f"{n}.{format}" for n in [*stems, "mix"]} | {"run.json": folder / "run.json"}
 
 
 def prepare_dir(folder: Path) -> Path:

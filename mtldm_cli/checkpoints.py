@@ -99,6 +99,7 @@ class Entry(BaseModel):
     format: Literal["mtldm", "mt-musicldm"]
     source: Source
     audio: AudioSummary
+    conditioning: Literal["clap", "none"] | None = None  # known before a download; None: read from the model
     override: bool = False  # an extra registry's entry may replace a built-in one only when it says so
 
     def describe(self) -> str:
@@ -113,6 +114,16 @@ class Entry(BaseModel):
         if self.format == "mt-musicldm" and not self.source.url:
             raise ValueError("format mt-musicldm needs a url source (the official .tar.gz)")
         return self
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What a model is, known without building, downloading or loading it: its stems and whether
+    it takes a prompt or a reference (``conditioning`` None when only the model itself can tell)."""
+
+    name: str
+    stems: tuple[str, ...]
+    conditioning: str | None
 
 
 @dataclass(frozen=True)
@@ -260,6 +271,31 @@ def resolve_model(
     )
 
 
+def describe_model(spec: str) -> ModelSummary | None:
+    """The registry entry's or a local folder's summary of ``spec``, read as :func:`resolve_model` would
+    find it; None for a hub repo id or anything not there yet. Never raises for what resolution reports."""
+    local = Path(spec).expanduser()
+    try:
+        registry = {} if path_like(spec) else load_registry()
+    except ModelError:
+        return None
+    if spec in registry:
+        entry = registry[spec]
+        return ModelSummary(spec, tuple(entry.audio.stems), entry.conditioning)
+    if local.is_dir() and (local / PIPELINE_FILE).is_file():
+        import json
+
+        try:
+            config = json.loads((local / PIPELINE_FILE).read_text())
+            stems = config.get("audio", {}).get("stems", ["bass", "drums", "guitar", "piano"])
+            check_stem_names(stems)
+            conditioning = config.get("conditioning", "clap")
+        except (OSError, ValueError, AttributeError, TypeError):
+            return None
+        return ModelSummary(local.name, tuple(stems), conditioning if conditioning in ("clap", "none") else None)
+    return None
+
+
 def check_model_dir(path: Path, spec: str) -> Path:
     if not (path / PIPELINE_FILE).is_file():
         raise ModelError(f"model '{spec}' ({path}) has no {PIPELINE_FILE}", "it is not an mtldm model folder")
@@ -269,12 +305,13 @@ def check_model_dir(path: Path, spec: str) -> Path:
 def _check_audio(entry: Entry, path: Path) -> None:
     import json
 
-    audio = json.loads((path / PIPELINE_FILE).read_text()).get("audio", {})
+    config = json.loads((path / PIPELINE_FILE).read_text())
+    audio = config.get("audio", {})
     if audio.get("sample_rate", 16000) != entry.audio.sample_rate or list(
         audio.get("stems", entry.audio.stems)
-    ) != list(entry.audio.stems):
+    ) != list(entry.audio.stems) or entry.conditioning not in (None, config.get("conditioning", "clap")):
         raise ModelError(
-            f"model '{entry.name}' does not match its registry entry (sample rate or stems differ)",
+            f"model '{entry.name}' does not match its registry entry (sample rate, stems or conditioning differ)",
             "the registry entry or the download is wrong; clear the cache and retry",
         )
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from .audio import resample
-from .errors import NAME_ONLY, InputError
+from .config import require_clap
 
 
 def clap_text_inputs(processor, prompts: Sequence[str]):
@@ -70,9 +70,7 @@ class Conditioner:
 
     def require(self, param: str) -> None:
         """Refuse ``param`` (a prompt, a reference) on a model without CLAP."""
-        if not self.available:
-            raise InputError(f"model '{self.model_name}' is unconditional (no CLAP): it cannot use {{{param}}}",
-                             "use a CLAP-conditioned model, or leave it out", **{param: NAME_ONLY})
+        require_clap(self.model_name, "clap" if self.available else "none", param)
 
     def text(self, prompts: Sequence[str]) -> torch.Tensor:
         """CLAP text embeddings ``[B, D]``."""

@@ -6,6 +6,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .errors import NAME_ONLY, InputError
 from .names import check_stem_names
 
 DEFAULT_STEMS = ("bass", "drums", "guitar", "piano")
@@ -17,6 +18,13 @@ SAMPLERS: tuple[str, ...] = get_args(Sampler)
 Method = Literal["dirac", "gaussian", "consistency"]  # separation methods
 METHODS: tuple[str, ...] = get_args(Method)
 Conditioning = Literal["none", "clap"]
+
+
+def require_clap(model: str, conditioning: str | None, param: str) -> None:
+    """Refuse ``param`` (a prompt, a reference) on a model without CLAP."""
+    if conditioning == "none":
+        raise InputError(f"model '{model}' is unconditional (no CLAP): it cannot use {{{param}}}",
+                         "use a CLAP-conditioned model, or leave it out", **{param: NAME_ONLY})
 Vocoder = Literal["hifigan", "vocos", "griffin-lim"]
 
 

@@ -18,7 +18,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import AudioLike, audio_name, check_writable, common_length, fade_ends, is_silent, to_mono_tensor, wav_writer, write_file_set
+from .audio import (
+    MAX_CHANNELS,
+    AudioLike,
+    as_audio,
+    audio_name,
+    check_file_format,
+    check_writable,
+    common_length,
+    conform,
+    fade_ends,
+    is_silent,
+    made_dir,
+    output_paths,
+    resample,
+    to_mono_tensor,
+    wav_writer,
+    write_file_set,
+)
 from .checkpoints import ResolvedModel
 from .codec import LatentCodec
 from .components import load_components
@@ -40,11 +57,13 @@ Callback = Callable[[dict], None] | None
 
 @dataclass
 class MultiTrackOutput:
-    """Stems as float32 mono arrays at ``sample_rate``; ``mix`` is always the sum of ``stems``."""
+    """Stems as float32 arrays at ``sample_rate``, ``[N]`` mono or ``[C, N]``; ``mix`` is always their
+    sum. ``subtype`` is the sample format of the given files, which :meth:`save` keeps by default."""
 
     stems: dict[str, np.ndarray]
     sample_rate: int
     info: dict = field(default_factory=dict)
+    subtype: str | None = None
 
     @property
     def mix(self) -> np.ndarray:
@@ -52,27 +71,38 @@ class MultiTrackOutput:
 
     @property
     def duration(self) -> float:
-        return len(next(iter(self.stems.values()))) / self.sample_rate
+        return next(iter(self.stems.values())).shape[-1] / self.sample_rate
 
-    def paths(self, folder: str | os.PathLike) -> dict[str, Path]:
-        return output_paths(folder, self.stems)
+    @property
+    def channels(self) -> int:
+        first = next(iter(self.stems.values()))
+        return 1 if first.ndim == 1 else first.shape[0]
 
-    def save(self, folder: str | os.PathLike, *, force: bool = False, subtype: str = "pcm16") -> list[Path]:
-        """Write ``<stem>.wav`` for each stem, ``mix.wav`` and ``run.json``, all or nothing. With
-        ``force``, the files of an earlier result there that this one does not replace (its run.json
-        lists them) are removed, so that the stems beside the mix always sum to it."""
-        paths = self.paths(folder)
+    def paths(self, folder: str | os.PathLike, format: str = "wav") -> dict[str, Path]:
+        return output_paths(folder, self.stems, format)
+
+    def save(self, folder: str | os.PathLike, *, force: bool = False, subtype: str | None = None,
+             format: str = "wav") -> list[Path]:
+        """Write ``<stem>.<format>`` for each stem, the mix and ``run.json``, all or nothing, as
+        ``subtype`` samples (default: the given files' own, else 16-bit). With ``force``, the files of
+        an earlier result there that this one does not replace (its run.json lists them) are removed,
+        so that the stems beside the mix always sum to it."""
+        subtype = subtype or self.subtype or "pcm16"
+        check_file_format(format, subtype)
+        paths = self.paths(folder, format)
         check_writable(paths.values(), force=force)
         audio = {paths[n]: w for n, w in self.stems.items()} | {paths["mix"]: self.mix}
         audio, notes = fit_full_scale(audio, paths["mix"]) if subtype != "float" else (audio, {})
         if notes:
             warning = notes.pop("warning")
             self.info = self.info | notes | {"warnings": [*self.info.get("warnings", []), warning]}
-        info = self.info | {"files": [p.name for p in audio], "sample_rate": self.sample_rate}
+        info = self.info | {"files": [p.name for p in audio], "sample_rate": self.sample_rate,
+                            "channels": self.channels, "format": format, "subtype": subtype}
         text = (json.dumps(info, indent=2, default=str) + "\n").encode()
-        writers = {p: wav_writer(w, self.sample_rate, subtype) for p, w in audio.items()}
-        write_file_set(writers | {paths["run.json"]: lambda f: f.write(text)},
-                       remove=earlier_result(paths["run.json"], set(paths.values())) if force else ())
+        writers = {p: wav_writer(w, self.sample_rate, subtype, format) for p, w in audio.items()}
+        with made_dir(paths["run.json"].parent):
+            write_file_set(writers | {paths["run.json"]: lambda f: f.write(text)},
+                           remove=earlier_result(paths["run.json"], set(paths.values())) if force else ())
         return [*audio, paths["run.json"]]
 
 
@@ -98,20 +128,14 @@ def fit_full_scale(audio: dict[Path, np.ndarray], mix: Path) -> tuple[dict[Path,
 
 
 def earlier_result(run_json: Path, keep: set[Path]) -> list[Path]:
-    """The WAVs an earlier result's ``run.json`` lists beside it, except ``keep``: only plain file
+    """The audio files an earlier result's ``run.json`` lists beside it, except ``keep``: only plain file
     names are taken from it, never a path."""
     try:
         files = json.loads(run_json.read_text()).get("files", [])
     except (OSError, ValueError, AttributeError):
         return []
-    names = [n for n in files if isinstance(n, str) and n.endswith(".wav") and safe_component(n, "") == n]
+    names = [n for n in files if isinstance(n, str) and n.endswith((".wav", ".flac")) and safe_component(n, "") == n]
     return [run_json.parent / n for n in names if run_json.parent / n not in keep]
-
-
-def output_paths(folder: str | os.PathLike, stems: Iterable[str]) -> dict[str, Path]:
-    """The files a result writes: ``<stem>.wav`` per stem, ``mix.wav`` and ``run.json``."""
-    folder = Path(folder)
-    return {n: folder / f"{n}.wav" for n in [*stems, "mix"]} | {"run.json": folder / "run.json"}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -193,26 +217,31 @@ class MultiTrackPipeline:
 
     # -- tasks -----------------------------------------------------------------------------------
     def generate(self, prompt: str | None = None, *, duration: float | None = None, stems: Iterable[str] | None = None,
+                 output_rate: int | None = None, output_channels: int | None = None,
                  options: SamplingOptions | None = None, callback: Callback = None, **overrides: Any) -> MultiTrackOutput:
         """All stems from noise; steered by the CLAP text embedding of ``prompt`` when given.
 
         ``stems`` keeps only those in the result (all are generated together either way).
+        ``output_rate``/``output_channels``: the result's rate and channels (default: the model's, mono).
         ``overrides`` are :class:`SamplingOptions` fields (``steps``, ``seed``, ``preset``, ...).
         """
         # 1. options, condition and length
+        check_output_shape(output_rate, output_channels)
         opts = self._resolve(options, overrides, "generate")
         keep = select(stems, self.stems)
         cond = self.conditioner.text([prompt]) if prompt else None
         samples = self._samples(duration)
         # 2. sample and decode
         wav, info = self._sample(samples, cond, opts, callback=callback)
-        return self._output(wav, keep, self._info("generate", opts, prompt=prompt, **info))
+        return self._output(wav, keep, self._info("generate", opts, prompt=prompt, **info), output_rate, output_channels)
 
     def condition(self, reference: AudioLike, *, sample_rate: int | None = None, duration: float | None = None,
+                  output_rate: int | None = None, output_channels: int | None = None,
                   options: SamplingOptions | None = None, callback: Callback = None, **overrides: Any) -> MultiTrackOutput:
         """All stems, steered by the CLAP audio embedding of a reference clip."""
         # 1. options and the reference's embedding
         self.conditioner.require("reference")
+        check_output_shape(output_rate, output_channels)
         opts = self._resolve(options, overrides, "condition")
         samples = self._samples(duration)
         ref = to_mono_tensor(reference, sample_rate, self.sample_rate, "reference")
@@ -221,23 +250,29 @@ class MultiTrackPipeline:
         cond = self.conditioner.audio(ref[None])
         # 2. sample and decode
         wav, info = self._sample(samples, cond, opts, callback=callback)
-        return self._output(wav, self.stems, self._info("condition", opts, reference=audio_name(reference, None), **info))
+        return self._output(wav, self.stems, self._info("condition", opts, reference=audio_name(reference, None), **info),
+                            output_rate, output_channels)
 
     def arrange(self, given: Mapping[str, AudioLike] | Sequence[Any], want: Iterable[str] | None = None, *,
-                sample_rate: int | None = None, prompt: str | None = None, options: SamplingOptions | None = None,
+                sample_rate: int | None = None, prompt: str | None = None, output_rate: int | None = None,
+                output_channels: int | None = None, options: SamplingOptions | None = None,
                 callback: Callback = None, **overrides: Any) -> MultiTrackOutput:
         """Generate the ``want`` stems to fit the ``given`` ones (default: every stem not given).
 
-        ``given`` is ``{stem: audio}``, or a list of files named by stem (``bass.wav``, ``b.wav``).
-        Given stems are imputed at every step and returned sample-exact. The condition is the text
-        ``prompt`` if given, else the CLAP embedding of the given stems' mix (never of anything the
-        user did not give).
+        ``given`` is ``{stem: audio}``, or a list of files named by stem (``bass.wav``, ``01 Bass.wav``,
+        ``keys.wav``); arrays at ``sample_rate`` (default: the model's) in the layouts of
+        :func:`audio.channels_first`. The result is at the given stems' rate and channel count (or
+        ``output_rate``/``output_channels``), as long as they are, and the given stems come back
+        unchanged, sample for sample. The condition is the text ``prompt`` if given, else the CLAP
+        embedding of the given stems' mix (never of anything the user did not give).
         """
         # 1. which stems, and the given audio at the model's rate, equally long
         named = name_given(given, self.stems)
         given_names, want_names = check_arrangement(named, want, self.stems)
+        check_output_shape(output_rate, output_channels)
         opts = self._resolve(options, overrides, "arrange")
-        wavs = {s: to_mono_tensor(named[s], sample_rate, self.sample_rate, f"given stem '{s}'") for s in given_names}
+        originals = {s: as_audio(named[s], sample_rate, self.sample_rate, f"given stem '{s}'") for s in given_names}
+        wavs = {s: resample(torch.from_numpy(a.samples), a.sample_rate, self.sample_rate) for s, a in originals.items()}
         samples = common_length({s: w.shape[-1] for s, w in wavs.items()}, self.sample_rate, "given stems")
         wavs = {s: w[:samples] for s, w in wavs.items()}
         warnings = [f"given stem '{s}' is silent" for s, w in wavs.items() if is_silent(w)]
@@ -255,17 +290,29 @@ class MultiTrackPipeline:
             cond = self.conditioner.text([prompt])
         elif self.conditional and not is_silent(given_mix):
             cond = self.conditioner.audio(given_mix)
-        # 4. sample with the given stems imputed, decode, and put the given waveforms back
+        # 4. sample with the given stems imputed and decode
         wav, info = self._sample(samples, cond, opts, known=(x0, mask.to(x0)), callback=callback)
-        for s, w in wavs.items():
-            wav[self.stems.index(s)] = w
         keep = [s for s in self.stems if s in wavs or s in want_names]
         info = self._info("arrange", opts, given=given_names, want=want_names, prompt=prompt,
                           condition="text" if prompt else "given-mix" if cond is not None else "none",
                           warnings=warnings, **info)
-        return self._output(wav, keep, info)
+        # 5. at the given files' rate and channels, the given stems as they came
+        rate = output_rate or max(a.sample_rate for a in originals.values())
+        channels = output_channels or max(a.channels for a in originals.values())
+        at_rate = [len(a.data) for a in originals.values() if a.sample_rate == rate]
+        length = min(at_rate) if at_rate else round(samples * rate / self.sample_rate)
 
-    def separate(self, mixture: AudioLike, *, sample_rate: int | None = None, options: SeparationOptions | None = None,
+        def rendered(s: str) -> torch.Tensor:
+            if s in originals:
+                return conform(torch.from_numpy(originals[s].data.T), originals[s].sample_rate, rate, channels, length)
+            return conform(wav[self.stems.index(s)][None], self.sample_rate, rate, channels, length)
+
+        subtypes = [a.subtype for a in originals.values() if a.subtype]
+        widest = max(subtypes, key=["pcm16", "pcm24", "float"].index) if subtypes else None
+        return as_output({s: rendered(s) for s in keep}, rate, info, widest)
+
+    def separate(self, mixture: AudioLike, *, sample_rate: int | None = None, output_rate: int | None = None,
+                 output_channels: int | None = None, options: SeparationOptions | None = None,
                  callback: Callback = None, **overrides: Any) -> MultiTrackOutput:
         """Separate a mixture into stems with MSDM's ``dirac`` or ``gaussian`` posterior sampler, or
         ours, ``consistency``: gaussian plus a mel-domain mixture-consistency gradient through the
@@ -276,6 +323,7 @@ class MultiTrackPipeline:
         outputs keep the mixture's phase and sum back to it (+35 dB SI-SDRi on the demo: docs/separation.md).
         """
         # 1. options and the mixture
+        check_output_shape(output_rate, output_channels)
         opts = self._resolve(options, overrides, "separate")
         mix = to_mono_tensor(mixture, sample_rate, self.sample_rate, "mixture")
         if is_silent(mix):
@@ -300,7 +348,7 @@ class MultiTrackPipeline:
         info = self._info("separate", opts, mixture=audio_name(mixture, None), chunks=len(chunks),
                           **({"pinned_stem": self.stems[opts.source % len(self.stems)]} if opts.method == "dirac" else {}),
                           timings=dict(sample_s=round(sample_s, 3), decode_s=round(decode_s, 3)))
-        return self._output(wav, self.stems, info)
+        return self._output(wav, self.stems, info, output_rate, output_channels)
 
     # -- the steps the tasks share ---------------------------------------------------------------
     def _resolve(self, options, overrides: dict[str, Any], task: str):
@@ -366,6 +414,27 @@ class MultiTrackPipeline:
                     revision=src.revision if src else None, mtldm_version=__version__,
                     device=str(self.device), options=opts.record(), **extra)
 
-    def _output(self, wav: torch.Tensor, keep: Sequence[str], info: dict) -> MultiTrackOutput:
-        stems = {s: wav[self.stems.index(s)].numpy().astype(np.float32) for s in keep}
-        return MultiTrackOutput(stems=stems, sample_rate=self.sample_rate, info=info | {"stems": list(keep)})
+    def _output(self, wav: torch.Tensor, keep: Sequence[str], info: dict, output_rate: int | None = None,
+                output_channels: int | None = None) -> MultiTrackOutput:
+        rate, channels = output_rate or self.sample_rate, output_channels or 1
+        length = round(wav.shape[-1] * rate / self.sample_rate)
+        stems = {s: conform(wav[self.stems.index(s)][None], self.sample_rate, rate, channels, length) for s in keep}
+        return as_output(stems, rate, info)
+
+
+def as_output(stems: Mapping[str, torch.Tensor], rate: int, info: dict, subtype: str | None = None) -> MultiTrackOutput:
+    """``[C, N]`` tensors as a result: mono stems as ``[N]`` arrays."""
+    arrays = {s: (w[0] if w.shape[0] == 1 else w).numpy().astype(np.float32) for s, w in stems.items()}
+    return MultiTrackOutput(stems=arrays, sample_rate=rate, info=info | {"stems": list(stems)}, subtype=subtype)
+
+
+OUTPUT_RATES = (8000, 192000)
+
+
+def check_output_shape(output_rate: int | None, output_channels: int | None) -> None:
+    """Refuse an output rate or channel count no audio file has."""
+    lo, hi = OUTPUT_RATES
+    if output_rate is not None and not (isinstance(output_rate, int) and lo <= output_rate <= hi):
+        raise InputError(f"{{output_rate}}: must be a whole number of Hz from {lo} to {hi}", output_rate=output_rate)
+    if output_channels is not None and not (isinstance(output_channels, int) and 1 <= output_channels <= MAX_CHANNELS):
+        raise InputError(f"{{output_channels}}: must be from 1 to {MAX_CHANNELS}", output_channels=output_channels)

@@ -2,6 +2,7 @@
 
 ``checkpoints`` resolves names, folders, hub repos and URLs; what needs model code (building a tiny
 model, converting the authors' release) comes from here, one layer up, so neither imports the other.
+Both are imported only when a model is built or converted: nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -9,13 +10,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from . import convert, tiny
+from . import tiny
 from .checkpoints import Builtin, Entry, Makers, ResolvedModel
 from .checkpoints import is_cached as _is_cached
 from .checkpoints import resolve_model as _resolve_model
 
+
+def _convert(*args, **kwargs):
+    from . import convert
+
+    return convert.convert(*args, **kwargs)
+
+
 MAKERS = Makers(builtins={name: Builtin(build, tiny.BUILD_VERSION) for name, build in tiny.BUILDERS.items()},
-                convert=convert.convert)
+                convert=_convert)
 
 
 def resolve_model(spec: str, *, revision: str | None = None, offline: bool | None = None,
@@ -28,3 +36,4 @@ def resolve_model(spec: str, *, revision: str | None = None, offline: bool | Non
 
 def is_cached(entry: Entry, cache_dir: str | os.PathLike | None = None) -> bool:
     return _is_cached(entry, cache_dir, MAKERS)
+

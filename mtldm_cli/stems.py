@@ -11,15 +11,37 @@ from typing import Any
 from .audio import Audio, AudioLike
 from .errors import NAME_ONLY, StemError
 
+# Words that name a stem in the files DAWs and stem packs export (besides the stem's own name).
+SYNONYMS = {
+    "bass": {"basses", "bassline", "basslines", "bs", "ebass", "subbass", "bassgtr"},
+    "drums": {"drum", "drm", "drms", "dr", "kit", "drumkit", "perc", "percussion", "beat", "beats", "kick", "snare",
+              "hats", "hihat", "hh", "toms", "cymbals", "overheads", "oh"},
+    "guitar": {"guitars", "gtr", "gtrs", "gt", "guit", "git", "egtr", "agtr"},
+    "piano": {"pianos", "pno", "pn", "keys", "keyboard", "keyboards", "kbd", "rhodes", "epiano", "ep", "grand"},
+}
+_PHRASES = ((r"bass[\W_]*guitar", "bass"), (r"electric[\W_]*bass", "bass"), (r"drum[\W_]*kit", "drums"),
+            (r"electric[\W_]*piano", "piano"), (r"acoustic[\W_]*guitar", "guitar"), (r"electric[\W_]*guitar", "guitar"))
 
-def stem_from_filename(path: str | os.PathLike, stems: Sequence[str]) -> str | None:
-    """``bass.wav``, ``bass_take2.flac``, or a unique abbreviation such as ``b.wav`` or ``dr.wav``."""
-    name = Path(path).stem.lower()
-    exact = [s for s in stems if re.fullmatch(rf"{re.escape(s)}([\W_].*)?", name)]
-    if exact:
-        return exact[0]
-    prefix = [s for s in stems if s.startswith(name)]
-    return prefix[0] if len(prefix) == 1 else None
+
+def _words(name: str) -> list[str]:
+    """``01 Bass``, ``Song_Bass``, ``SongBass``, ``bass-take2`` -> lowercase words, numbers dropped."""
+    name = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).lower()
+    for phrase, stem in _PHRASES:
+        name = re.sub(phrase, stem, name)
+    return [w for w in re.split(r"[^a-z]+", name) if w]
+
+
+def stem_candidates(path: str | os.PathLike, stems: Sequence[str]) -> list[str]:
+    """The stems a file's name could mean, in the model's order: a stem's name or a common synonym
+    as a word of it (``01 Bass.wav``, ``Song_Keys.wav``, ``gtr2.wav``, ``bassline.wav``), else a
+    word that begins one stem's name (``dr.wav``, ``b.wav``; three letters or more when the name has
+    other words). Empty when nothing matches; several when the name is ambiguous."""
+    words = _words(Path(path).stem)
+    named = {s for s in stems for w in words if w == s.lower() or w in SYNONYMS.get(s.lower(), ())}
+    if not named:
+        named = {s for w in words if len(w) >= 3 or len(words) == 1
+                 for s in [t for t in stems if t.lower().startswith(w)] if len([t for t in stems if t.lower().startswith(w)]) == 1}
+    return [s for s in stems if s in named]
 
 
 def name_given(given: Mapping[str, AudioLike] | Sequence[Any], stems: Sequence[str]) -> dict[str, AudioLike]:
@@ -37,10 +59,14 @@ def name_given(given: Mapping[str, AudioLike] | Sequence[Any], stems: Sequence[s
             if not isinstance(source, (str, os.PathLike)):
                 raise StemError("{given}: an array has no file name to tell its stem by",
                                 "pass a mapping {stem: audio} or (stem, audio) pairs", given=NAME_ONLY)
-            stem = stem_from_filename(source, stems)
-            if stem is None:
-                raise StemError(f"{source}: cannot tell which stem this is from its name",
-                                f"name it explicitly (this model's stems are: {', '.join(stems)})")
+            found = stem_candidates(source, stems)
+            if len(found) != 1:
+                what = ("could be " + " or ".join(found)) if found else "cannot tell which stem this is"
+                choices = found or list(stems)
+                raise StemError(f"{source}: {what} from its name",
+                                f"name its stem as {choices[0]}=<file> (CLI) or ({choices[0]!r}, file) (Python), "
+                                f"one of: {', '.join(choices)}")
+            stem = found[0]
         stem = str(stem).strip().lower()
         if stem in named:
             raise StemError(f"stem '{stem}' is given twice ({_label(named[stem])} and {_label(audio)})",
@@ -55,6 +81,14 @@ def _label(audio: AudioLike) -> str:
     return str(audio) if isinstance(audio, (str, os.PathLike)) else "an array"
 
 
+def canonical(names: Iterable[str], stems: Sequence[str]) -> list[str]:
+    """Stem names as the model spells them: ``keys`` is ``piano``, ``gtr`` is ``guitar``; others unchanged."""
+    def one(name: str) -> str:
+        return next((s for s in stems if name == s or name in SYNONYMS.get(s, ())), name)
+
+    return [one(str(n).strip().lower()) for n in names]
+
+
 def check_known(names: Iterable[str], stems: Sequence[str], param: str) -> None:
     for s in names:
         if s not in stems:
@@ -66,7 +100,7 @@ def select(names: Iterable[str] | None, stems: Sequence[str], param: str = "stem
     """The stems a result keeps, in the model's order (all when ``names`` is None)."""
     if names is None:
         return list(stems)
-    names = list(names)
+    names = canonical(names, stems)
     check_known(names, stems, param)
     if not names:
         raise StemError(f"{{{param}}}: names no stem", f"name some of: {', '.join(stems)}", **{param: NAME_ONLY})
@@ -77,7 +111,8 @@ def check_arrangement(given: Iterable[str], want: Iterable[str] | None, stems: S
     """Validate an arrangement's stem names; returns (given, wanted) in the model's order.
     ``want`` None means every stem not given."""
     given = list(given)
-    if want is not None and not list(want):
+    want = None if want is None else canonical(want, stems)
+    if want is not None and not want:
         raise StemError("{want}: names no stem", f"name some of: {', '.join(s for s in stems if s not in given)}",
                         want=NAME_ONLY)
     check_known(given, stems, "given")

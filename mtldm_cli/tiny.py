@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from .components import quiet_libraries
 from .config import AudioConfig, Conditioning, PipelineConfig, SamplingDefaults
+
+if TYPE_CHECKING:
+    import torch
 
 BUILD_VERSION = 2  # 2: UNet module names follow the official state dict
 SEED = 0
@@ -21,6 +22,8 @@ CLAP_DIM = 32
 
 def perturb_zero_init(module: torch.nn.Module, std: float = 0.02) -> None:
     """Zero-initialised output layers would make a random model's output identically zero."""
+    import torch
+
     g = torch.Generator().manual_seed(SEED + 1)
     with torch.no_grad():
         for p in module.parameters():
@@ -74,9 +77,11 @@ def tiny_clap(folder: Path, audio: PipelineConfig) -> None:
 
 def build(folder: Path, *, name: str, conditioning: Conditioning) -> Path:
     """Write a tiny model to ``folder`` (same seed, same bytes, every time)."""
+    import torch
     from diffusers import AutoencoderKL
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
+    from .components import quiet_libraries
     from .model import MultiTrackUNet, UNetConfig
     from .samplers import training_scheduler
 
@@ -118,9 +123,10 @@ def build(folder: Path, *, name: str, conditioning: Conditioning) -> Path:
     return folder
 
 
-@torch.no_grad()
 def _scale_by_std(vae, audio: AudioConfig) -> float:
     """LDM's scale_by_std: 1/std of latents, here of a fixed chord-plus-noise signal."""
+    import torch
+
     from .audio import MelFrontEnd
 
     g = torch.Generator().manual_seed(SEED)
@@ -128,7 +134,8 @@ def _scale_by_std(vae, audio: AudioConfig) -> float:
     wav = torch.stack([0.1 * torch.sin(2 * torch.pi * f * t) for f in (110.0, 220.0, 330.0, 440.0)]).sum(0)
     wav = wav + 0.01 * torch.randn(wav.shape, generator=g)
     mel = MelFrontEnd(audio)(wav, 192)[None, None]
-    return float(1.0 / vae.encode(mel).latent_dist.mode().std())
+    with torch.no_grad():
+        return float(1.0 / vae.encode(mel).latent_dist.mode().std())
 
 
 BUILDERS = {

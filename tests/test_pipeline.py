@@ -51,14 +51,18 @@ def test_arrange_only_some_wanted_and_prompt(pipe):
     assert list(out.stems) == ["bass", "piano"] and out.info["condition"] == "text"
 
 
-def test_arrange_from_files_at_another_rate_is_exact_at_model_rate(pipe, tmp_path):
+def test_arrange_from_files_at_another_rate_comes_back_at_that_rate(pipe, tmp_path):
     stems = synth_stems(seconds=0.5)
     sf.write(tmp_path / "bass.wav", stems["bass"], 16000, subtype="FLOAT")
     out = pipe.arrange({"bass": tmp_path / "bass.wav"}, steps=2, seed=0)
     np.testing.assert_array_equal(out.stems["bass"], stems["bass"].astype(np.float32))
-    sf.write(tmp_path / "drums.wav", stems["drums"][::2], 8000, subtype="FLOAT")  # resampled on load
+    drums = stems["drums"][::2].astype(np.float32)
+    sf.write(tmp_path / "drums.wav", drums, 8000, subtype="FLOAT")  # resampled for the model only
     out = pipe.arrange({"drums": tmp_path / "drums.wav"}, steps=2, seed=0)
-    assert out.stems["drums"].shape == (8000,)
+    assert out.sample_rate == 8000 and {w.shape for w in out.stems.values()} == {(4000,)}
+    np.testing.assert_array_equal(out.stems["drums"], drums)
+    out = pipe.arrange({"drums": tmp_path / "drums.wav"}, steps=2, seed=0, output_rate=16000)
+    assert out.sample_rate == 16000 and {w.shape for w in out.stems.values()} == {(8000,)}
 
 
 @pytest.mark.parametrize("given, want, err", [

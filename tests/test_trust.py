@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -55,3 +57,127 @@ def test_generated_stems_fade_in_and_out_without_a_step_to_silence(cli, tmp_path
         edge = round(0.002 * sr)
         assert np.abs(wav[:edge]).max() < 0.1 * np.abs(wav).max() + 1e-6, stem
         assert np.abs(wav[-edge:]).max() < 0.1 * np.abs(wav).max() + 1e-6, stem
+
+
+REFUSALS = [  # each needs only the flags, the inputs and what the model is: no torch, no weights
+    ["generate", "--model", "tiny-random-uncond", "--prompt", "funk"],
+    ["condition", "--model", "tiny-random-uncond", "--ref", "{wav}"],
+    ["arrange", "--model", "tiny-random-uncond", "--given", "{wav}", "--prompt", "funk"],
+    ["arrange", "--model", "tiny-random", "--given", "{wav}", "--want", "flute"],
+    ["generate", "--model", "tiny-random", "--stems", "flute"],
+    ["generate", "--model", "tiny-random", "--format", "flac", "--bit-depth", "32f"],
+    ["separate", "{wav}", "--model", "tiny-random", "--out", "{existing}"],
+]
+
+
+@pytest.mark.parametrize("args", REFUSALS, ids=lambda a: " ".join(a[:5]))
+def test_refusals_come_before_torch_and_the_weights_and_leave_no_folder(tmp_path, stem_dir, args):
+    """``--prompt`` on an unconditional model was refused after ~15 s of loading, and a failed run left an
+    empty --out folder. Run in a fresh interpreter: torch must not even be imported."""
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    for s in ("bass", "drums", "guitar", "piano"):
+        (existing / f"{s}.wav").write_bytes(b"earlier")
+    args = [a.format(wav=stem_dir / "bass.wav", existing=existing) for a in args]
+    out = tmp_path / "new" / "out"
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    code = ("import sys; from typer.testing import CliRunner; from mtldm_cli.cli import app\n"
+            f"r = CliRunner().invoke(app, {args!r})\n"
+            "print(r.exit_code, 'torch' in sys.modules); print(r.stderr, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    exit_code, torch_loaded = done.stdout.split()
+    assert exit_code in ("2", "4") and "error:" in done.stderr, done.stderr
+    assert torch_loaded == "False", done.stderr
+    assert not (tmp_path / "new").exists()
+    assert {p.read_bytes() for p in existing.iterdir()} == {b"earlier"}
+
+
+def test_a_run_that_fails_after_loading_leaves_no_folder(cli, tmp_path):
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, np.float32), 16000)
+    out = tmp_path / "a" / "out"
+    result = cli("condition", "--ref", silent, "--out", out, "--steps", "2")
+    assert_one_line_error(result, 2, "silent")
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("want", [["--want", "guitar", "piano"], ["--want", "guitar,piano"], ["--want", "guitar", "--want", "piano"]])
+def test_want_takes_words_or_a_comma_list(cli, stem_dir, tmp_path, want):
+    out = tmp_path / "o"
+    r = cli("arrange", "--given", stem_dir / "bass.wav", *want, "--out", out, "--steps", "2", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["info"]["want"] == ["guitar", "piano"]
+
+
+def _daw_stems(folder: Path, rate: int = 44100, seconds: float = 1.5) -> dict[str, np.ndarray]:
+    """Stereo 24-bit stems named the way a DAW exports them."""
+    t = np.arange(int(rate * seconds)) / rate
+    bass = np.stack([0.3 * np.sin(2 * np.pi * 55 * t), 0.25 * np.sin(2 * np.pi * 55 * t + 0.3)], axis=1)
+    drums = np.random.default_rng(0).normal(0, 0.1, (t.size, 2)) * (np.sin(2 * np.pi * 2 * t) > 0.7)[:, None]
+    files = {"01 Bass.wav": bass, "Song_Drums.wav": drums}
+    folder.mkdir()
+    for name, data in files.items():
+        sf.write(folder / name, data.astype(np.float32), rate, subtype="PCM_24")
+    return {name: sf.read(folder / name, dtype="float32")[0] for name in files}
+
+
+def test_stems_from_a_daw_come_back_daw_ready(cli, tmp_path):
+    """44.1 kHz / 24-bit stereo stems came back as 16 kHz / 16-bit mono, with no warning."""
+    given = _daw_stems(tmp_path / "daw")
+    out = tmp_path / "o"
+    r = cli("arrange", "--given", *sorted((tmp_path / "daw").iterdir()), "--want", "keys", "--out", out, "--steps", "2")
+    assert r.exit_code == 0, r.stderr
+    n = len(given["01 Bass.wav"])
+    for stem in ("bass", "drums", "piano", "mix"):
+        info = sf.info(out / f"{stem}.wav")
+        assert (info.samplerate, info.channels, info.subtype, info.frames) == (44100, 2, "PCM_24", n), stem
+    for stem, name in (("bass", "01 Bass.wav"), ("drums", "Song_Drums.wav")):
+        np.testing.assert_array_equal(sf.read(out / f"{stem}.wav", dtype="float32")[0], given[name])
+    assert np.abs(sf.read(out / "piano.wav")[0]).max() > 0
+    run = json.loads((out / "run.json").read_text())
+    assert (run["sample_rate"], run["channels"], run["subtype"], run["format"]) == (44100, 2, "pcm24", "wav")
+
+
+def test_rate_channels_format_and_bit_depth_can_be_chosen(cli, tmp_path):
+    _daw_stems(tmp_path / "daw")
+    out = tmp_path / "o"
+    r = cli("arrange", "--given", tmp_path / "daw" / "01 Bass.wav", "--want", "piano", "--out", out, "--steps", "2",
+            "--sample-rate", "48000", "--channels", "1", "--format", "flac", "--bit-depth", "16")
+    assert r.exit_code == 0, r.stderr
+    for stem in ("bass", "piano", "mix"):
+        info = sf.info(out / f"{stem}.flac")
+        assert (info.samplerate, info.channels, info.subtype, info.format) == (48000, 1, "PCM_16", "FLAC"), stem
+    assert not list(out.glob("*.wav"))
+    r = cli("generate", "--out", tmp_path / "g", "--steps", "2", "--duration", "1", "--bit-depth", "32f",
+            "--sample-rate", "22050", "--channels", "2")
+    assert r.exit_code == 0, r.stderr
+    info = sf.info(tmp_path / "g" / "drums.wav")
+    assert (info.samplerate, info.channels, info.subtype, info.frames) == (22050, 2, "FLOAT", 22050)
+
+
+@pytest.mark.parametrize("layout", ["N", "CN", "NC"])
+def test_arrays_in_every_documented_layout_give_the_same_stems(pipe, layout):
+    """soundfile's [N, C] was read as [C, N]: 1-sample stems, no error."""
+    t = np.arange(16000) / 16000
+    mono = (0.3 * np.sin(2 * np.pi * 110 * t)).astype(np.float32)
+    stereo = np.stack([mono, mono])
+    array = {"N": mono, "CN": stereo, "NC": stereo.T.copy()}[layout]
+    out = pipe.arrange({"bass": array}, ["piano"], steps=2, seed=0)
+    assert out.stems["piano"].shape[-1] == 16000 and out.channels == (1 if layout == "N" else 2)
+    reference = pipe.arrange({"bass": mono}, ["piano"], steps=2, seed=0)
+    np.testing.assert_allclose(out.stems["piano"].reshape(-1, 16000)[0], reference.stems["piano"], atol=1e-6)
+    sep = pipe.separate(array, steps=2, resamples=1, seed=0)
+    assert sep.stems["bass"].shape[-1] == 16000
+
+
+@pytest.mark.parametrize("shape", [(0,), (2, 0), (4, 4), (16000, 16000), (2, 3, 16000)])
+def test_an_ambiguous_or_empty_array_is_one_error_naming_the_argument(pipe, shape):
+    from mtldm_cli.errors import AudioError
+
+    array = np.zeros(shape, np.float32) if np.prod(shape) < 10**6 else np.zeros((16000, 16000), np.float32)
+    with pytest.raises(AudioError, match="mixture"):
+        pipe.separate(array, steps=2)
+    with pytest.raises(AudioError, match="given stem 'bass'"):
+        pipe.arrange({"bass": array}, steps=2)

@@ -9,10 +9,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import StemError
-from .common import (Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
+from .common import (BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
                      OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
-                     check_sampling_flags, guarded, load_pipeline, note, precheck_outputs, progress_callback, sampling_options,
+                     check_sampling_flags, guarded, describe, load_pipeline, note, precheck_outputs, progress_callback, sampling_options,
                      split_names)
 
 
@@ -26,7 +25,7 @@ def _split(item: str) -> tuple[str | None, str]:
 def arrange(
     files: Annotated[Optional[list[str]], typer.Argument(help="More given stems, as with --given.", show_default=False)] = None,
     given: Annotated[Optional[list[str]], typer.Option("--given", "-g", help="Given stem: bass.wav (stem from the file name) or bass=path.wav. Repeat, or list files after it.")] = None,
-    want: Annotated[Optional[list[str]], typer.Option("--want", "-w", help="Stems to generate, e.g. piano,guitar (default: every stem not given).")] = None,
+    want: Annotated[Optional[list[str]], typer.Option("--want", "-w", help="Stems to generate: --want guitar piano or --want guitar,piano (default: every stem not given).")] = None,
     prompt: PromptOpt = None,
     out: OutOpt = Path("out"),
     model: ModelOpt = "demo",
@@ -43,39 +42,54 @@ def arrange(
     offline: OfflineOpt = False,
     force: ForceOpt = False,
     float_wav: FloatOpt = False,
+    format: FormatOpt = FileFormat.wav,
+    bit_depth: BitDepthOpt = None,
+    sample_rate: SampleRateOpt = None,
+    channels: ChannelsOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Generate the stems you want to fit the stems you give.
 
-    Example: mtldm arrange --given bass.wav drums.wav --want piano --out song/
+    Example: mtldm arrange --given "01 Bass.wav" drums.wav --want guitar piano --out song/
 
-    Given stems are copied to --out sample-exact (at the model's rate); the new stems are conditioned on the given stems' mix, or on --prompt.
+    Stems are told by their file names (01 Bass.wav, Song_Keys.wav, gtr.wav; or name one: bass=take3.wav). The result is at the given stems' sample rate, channels and bit depth, as long as they are, and the given stems come back unchanged. The new stems are conditioned on the given stems' mix, or on --prompt.
     """
     from ..audio import audio_name, load_audio
-    from ..stems import check_arrangement, name_given
+    from ..stems import canonical, check_arrangement, name_given
 
     started = time.perf_counter()
+    fmt = file_format(format, bit_depth, float_wav)
     items = [_split(item) for item in [*(given or []), *(files or [])]]
-    # a bare word after --given (--want piano guitar) may be a stem name, not a file: judged below
-    bare = [p for stem, p in items if stem is None and re.fullmatch(r"[A-Za-z]+", p) and not Path(p).exists()]
+    # --want guitar piano leaves "piano" among the files: a word that names stems and no file is wanted
+    bare = [p for stem, p in items if stem is None and re.fullmatch(r"[A-Za-z,]+", p) and not Path(p).exists()]
     audio = {p: load_audio(p) for _, p in items if p not in bare}  # read once, before the model loads
     check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed, resample=resample,
                          reconstruction=reconstruction)
+    summary = describe(model, prompt=prompt)
+
+    def plan(stems):
+        words = split_names(bare) or []
+        for word in bare:
+            if not all(w in stems for w in canonical(split_names([word]) or [word], stems)):
+                load_audio(word)  # says: no such file
+        wanted = None if want is None and not words else [*(split_names(want) or []), *words]
+        entries: list[Any] = [(stem, audio[p]) if stem else audio[p] for stem, p in items if p not in bare]
+        named = name_given(entries, stems)
+        return (named, *check_arrangement(named, wanted, stems))
+
+    if summary:  # refused before torch and the weights load
+        _, given_names, want_names = plan(summary.stems)
+        precheck_outputs(out, [*given_names, *want_names], force, fmt[0])
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
-    for word in bare:
-        if word.lower() in pipe.stems:
-            raise StemError(f"'{word}' is a stem name, not a file", "to want several stems write --want piano,guitar")
-        load_audio(word)  # says: no such file
-    entries: list[Any] = [(stem, audio[p]) if stem else audio[p] for stem, p in items]
-    named = name_given(entries, pipe.stems)
+    named, given_names, want_names = plan(pipe.stems)
     given_files = {s: audio_name(a, s) for s, a in named.items()}
     note("given: " + ", ".join(f"{s} = {f}" for s, f in given_files.items()), quiet or json_out)
-    given_names, want_names = check_arrangement(named, split_names(want), pipe.stems)
     options = sampling_options(pipe, "arrange", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed,
                                resample=resample, reconstruction=reconstruction)
-    precheck_outputs(out, [*given_names, *want_names], force)
+    precheck_outputs(out, [*given_names, *want_names], force, fmt[0])
     with progress_callback("arranging", quiet or json_out) as cb:
-        result = pipe.arrange(named, want_names, prompt=prompt, callback=cb, options=options)
+        result = pipe.arrange(named, want_names, prompt=prompt, callback=cb, options=options,
+                              output_rate=sample_rate, output_channels=channels)
     finish(result, out, command="arrange", argv_info={"given_files": given_files},
-           force=force, float_wav=float_wav, json_out=json_out, quiet=quiet, started=started)
+           force=force, file_format=fmt, json_out=json_out, quiet=quiet, started=started)

@@ -24,7 +24,8 @@ EXIT_INTERRUPTED = 130
 
 # Library parameters whose option is not simply --name-with-dashes: errors name the parameter, and
 # the boundary below spells it as the user typed it.
-FLAGS = {"folder": "--out", "s_churn": "--churn", "reference": "--ref", "stages": "--stage", "use_ema": "--ema"}
+FLAGS = {"folder": "--out", "s_churn": "--churn", "reference": "--ref", "stages": "--stage", "use_ema": "--ema",
+         "output_rate": "--sample-rate", "output_channels": "--channels", "subtype": "--bit-depth"}
 
 
 class Device(str, Enum):
@@ -54,7 +55,25 @@ SeedOpt = Annotated[Optional[int], typer.Option(min=0, help="Random seed; record
 DurationOpt = Annotated[Optional[float], typer.Option(min=0.01, max=MAX_SECONDS, help=f"Seconds to generate, at most {MAX_SECONDS:.0f} (default: the model's 10.24 s segment; longer is done in overlapping windows).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder for <stem>.wav, mix.wav and run.json.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
-FloatOpt = Annotated[bool, typer.Option("--float", help="Write 32-bit float WAVs instead of 16-bit PCM.")]
+FloatOpt = Annotated[bool, typer.Option("--float", help="Same as --bit-depth 32f.")]
+
+
+class FileFormat(str, Enum):
+    wav = "wav"
+    flac = "flac"
+
+
+class BitDepth(str, Enum):
+    pcm16 = "16"
+    pcm24 = "24"
+    float = "32f"
+
+
+SUBTYPE_OF = {BitDepth.pcm16: "pcm16", BitDepth.pcm24: "pcm24", BitDepth.float: "float"}
+FormatOpt = Annotated[FileFormat, typer.Option("--format", help="Audio file format.")]
+BitDepthOpt = Annotated[Optional[BitDepth], typer.Option("--bit-depth", help="Sample format: 16 or 24-bit PCM, or 32-bit float (WAV only) [default: the given stems' own, else 16].")]
+SampleRateOpt = Annotated[Optional[int], typer.Option("--sample-rate", min=8000, max=192000, help="Output sample rate in Hz [default: the given stems', else the model's].")]
+ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", min=1, max=8, help="Output channels; mono stems are repeated over them [default: the given stems', else 1].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (errors too).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text prompt (CLAP text embedding).")]
@@ -117,6 +136,22 @@ def split_names(values: list[str] | None) -> list[str] | None:
     return [n.strip().lower() for v in values for n in v.split(",") if n.strip()]
 
 
+def describe(model: str, *, prompt: str | None = None, reference: bool = False):
+    """What ``model`` is, from the registry or its folder, with the refusals that need nothing more:
+    before torch is imported and anything is downloaded or loaded. None when only the model can tell
+    (a hub repo id): the library refuses the same things after loading it."""
+    from ..checkpoints import describe_model
+    from ..config import require_clap
+
+    summary = describe_model(model)
+    if summary is not None:
+        if prompt:
+            require_clap(summary.name, summary.conditioning, "prompt")
+        if reference:
+            require_clap(summary.name, summary.conditioning, "reference")
+    return summary
+
+
 def load_pipeline(model: str, device: Device, *, revision=None, offline=False, quiet=False):
     from ..pipeline import MultiTrackPipeline
 
@@ -147,25 +182,39 @@ def progress_callback(label: str, quiet: bool):
         yield callback
 
 
-def precheck_outputs(out: Path, names: list[str], force: bool) -> None:
+def file_format(format: FileFormat, bit_depth: BitDepth | None, float_wav: bool) -> tuple[str, str | None]:
+    """``--format``, ``--bit-depth`` and ``--float`` as the library's (format, subtype), checked before
+    any work (subtype None: the given stems' own, else 16-bit)."""
+    from ..audio import check_file_format
+    from ..errors import InputError
+
+    if float_wav and bit_depth not in (None, BitDepth.float):
+        raise InputError("--float and {subtype}: they disagree", "give one of them", subtype=bit_depth.value)
+    subtype = "float" if float_wav else SUBTYPE_OF[bit_depth] if bit_depth else None
+    check_file_format(format.value, subtype or "pcm16")
+    return format.value, subtype
+
+
+def precheck_outputs(out: Path, names: list[str], force: bool, format: str = "wav") -> None:
     """Fail before any model work if outputs exist or the folder can't be written."""
-    from ..audio import check_writable
-    from ..pipeline import output_paths
+    from ..audio import check_writable, output_paths
 
-    check_writable(output_paths(out, names).values(), force=force)
+    check_writable(output_paths(out, names, format).values(), force=force)
 
 
-def finish(output, out: Path, *, command: str, argv_info: dict, force: bool, float_wav: bool,
+def finish(output, out: Path, *, command: str, argv_info: dict, force: bool, file_format: tuple[str, str | None],
            json_out: bool, quiet: bool, started: float) -> None:
     output.info = output.info | {"command": command, **argv_info,
                                  "total_s": round(time.perf_counter() - started, 3)}
-    files = output.save(out, force=force, subtype="float" if float_wav else "pcm16")
+    format, subtype = file_format
+    files = output.save(out, force=force, subtype=subtype, format=format)
     if json_out:
         typer.echo(json.dumps({"ok": True, "out": str(out), "files": [str(f) for f in files],
                                "info": output.info}, default=str))
     elif not quiet:
         names = ", ".join(f.name for f in files)
-        err_console.print(f"wrote {names} to {out} ({output.duration:.2f} s at {output.sample_rate} Hz, "
+        layout = "mono" if output.channels == 1 else f"{output.channels} channels"
+        err_console.print(f"wrote {names} to {out} ({output.duration:.2f} s at {output.sample_rate} Hz, {layout}, "
                           f"{output.info['total_s']:.1f} s)", soft_wrap=True)
     for w in output.info.get("warnings", []):
         err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)

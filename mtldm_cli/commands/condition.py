@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from ..audio import load_audio
-from .common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
+from .common import (BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
                      OfflineOpt, OutOpt, PresetOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
-                     check_sampling_flags, guarded, load_pipeline, precheck_outputs, progress_callback, sampling_options)
+                     check_sampling_flags, guarded, describe, load_pipeline, precheck_outputs, progress_callback, sampling_options)
 
 
 @guarded
@@ -31,17 +31,26 @@ def condition(
     offline: OfflineOpt = False,
     force: ForceOpt = False,
     float_wav: FloatOpt = False,
+    format: FormatOpt = FileFormat.wav,
+    bit_depth: BitDepthOpt = None,
+    sample_rate: SampleRateOpt = None,
+    channels: ChannelsOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Generate every stem in the style of a reference clip (its CLAP audio embedding)."""
     started = time.perf_counter()
+    fmt = file_format(format, bit_depth, float_wav)
     reference = load_audio(ref)  # read once, before the model loads: a bad file fails at once
     check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
+    summary = describe(model, reference=True)
+    if summary:  # refused before torch and the weights load
+        precheck_outputs(out, list(summary.stems), force, fmt[0])
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     options = sampling_options(pipe, "condition", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
-    precheck_outputs(out, list(pipe.stems), force)
+    precheck_outputs(out, list(pipe.stems), force, fmt[0])
     with progress_callback("generating", quiet or json_out) as cb:
-        result = pipe.condition(reference, duration=duration, callback=cb, options=options)
+        result = pipe.condition(reference, duration=duration, callback=cb, options=options,
+                                output_rate=sample_rate, output_channels=channels)
     finish(result, out, command="condition", argv_info={"reference": str(ref)}, force=force,
-           float_wav=float_wav, json_out=json_out, quiet=quiet, started=started)
+           file_format=fmt, json_out=json_out, quiet=quiet, started=started)

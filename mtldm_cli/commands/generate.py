@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
+from .common import (BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
                      OfflineOpt, OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt,
-                     StepsOpt, finish, check_sampling_flags, guarded, load_pipeline, precheck_outputs, progress_callback,
+                     StepsOpt, finish, check_sampling_flags, guarded, describe, load_pipeline, precheck_outputs, progress_callback,
                      sampling_options, split_names)
 
 
@@ -32,6 +32,10 @@ def generate(
     offline: OfflineOpt = False,
     force: ForceOpt = False,
     float_wav: FloatOpt = False,
+    format: FormatOpt = FileFormat.wav,
+    bit_depth: BitDepthOpt = None,
+    sample_rate: SampleRateOpt = None,
+    channels: ChannelsOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -42,12 +46,17 @@ def generate(
     from ..stems import select
 
     started = time.perf_counter()
+    fmt = file_format(format, bit_depth, float_wav)
     names = split_names(stems)
     check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
+    summary = describe(model, prompt=prompt)
+    if summary:  # refused before torch and the weights load
+        precheck_outputs(out, select(names, summary.stems), force, fmt[0])
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     options = sampling_options(pipe, "generate", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
-    precheck_outputs(out, select(names, pipe.stems), force)
+    precheck_outputs(out, select(names, pipe.stems), force, fmt[0])
     with progress_callback("generating", quiet or json_out) as cb:
-        result = pipe.generate(prompt, duration=duration, stems=names, callback=cb, options=options)
-    finish(result, out, command="generate", argv_info={}, force=force, float_wav=float_wav, json_out=json_out,
+        result = pipe.generate(prompt, duration=duration, stems=names, callback=cb, options=options,
+                                output_rate=sample_rate, output_channels=channels)
+    finish(result, out, command="generate", argv_info={}, force=force, file_format=fmt, json_out=json_out,
            quiet=quiet, started=started)

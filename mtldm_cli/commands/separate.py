@@ -12,8 +12,8 @@ import typer
 from ..audio import load_audio
 from ..config import METHODS
 from ..options import SeparationOptions
-from .common import (Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
-                     RevisionOpt, SeedOpt, StepsOpt, finish, guarded, load_pipeline, precheck_outputs,
+from .common import (BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
+                     RevisionOpt, SeedOpt, StepsOpt, finish, guarded, describe, load_pipeline, precheck_outputs,
                      progress_callback)
 
 Method = Enum("Method", {m: m for m in METHODS}, type=str)  # type: ignore[misc]
@@ -40,6 +40,10 @@ def separate(
     offline: OfflineOpt = False,
     force: ForceOpt = False,
     float_wav: FloatOpt = False,
+    format: FormatOpt = FileFormat.wav,
+    bit_depth: BitDepthOpt = None,
+    sample_rate: SampleRateOpt = None,
+    channels: ChannelsOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -48,14 +52,18 @@ def separate(
     Latent-space separation is approximate: the latent of a sum is not the sum of latents. Measured methods and limits: docs/separation.md.
     """
     started = time.perf_counter()
+    fmt = file_format(format, bit_depth, float_wav)
     mix = load_audio(mixture)  # read once, before the model loads: a bad file fails at once
     flags = dict(method=method.value, steps=steps, s_churn=churn, resamples=resamples, sigma_max=sigma_max,
                  sigma_min=sigma_min, gamma=gamma, consistency=consistency, wiener=wiener, seed=seed)
     SeparationOptions.check_given(**flags)
+    summary = describe(model)
+    if summary:  # refused before torch and the weights load
+        precheck_outputs(out, list(summary.stems), force, fmt[0])
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     options = pipe.separation_options(**flags)
-    precheck_outputs(out, list(pipe.stems), force)
+    precheck_outputs(out, list(pipe.stems), force, fmt[0])
     with progress_callback(f"separating ({method.value})", quiet or json_out) as cb:
-        result = pipe.separate(mix, options=options, callback=cb)
-    finish(result, out, command="separate", argv_info={}, force=force, float_wav=float_wav, json_out=json_out,
+        result = pipe.separate(mix, options=options, callback=cb, output_rate=sample_rate, output_channels=channels)
+    finish(result, out, command="separate", argv_info={}, force=force, file_format=fmt, json_out=json_out,
            quiet=quiet, started=started)
