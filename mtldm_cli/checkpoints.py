@@ -16,6 +16,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import time
 import tomllib
 import urllib.error
 import urllib.parse
@@ -392,26 +393,34 @@ def _from_hub(repo_id, revision, subfolder, offline, cache_dir, sha256, progress
     return path
 
 
-def _download(url: str, sha256: str | None, offline: bool, root: Path, progress) -> Path:
-    """Fetch ``url`` once into the cache; verified by ``sha256`` when one is known."""
+def human_size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _download(url: str, sha256: str | None, offline: bool, root: Path, progress, by_hand: str | None = None) -> Path:
+    """Fetch ``url`` once into the cache; verified by ``sha256`` when one is known. Says its size and
+    how far it is (every few seconds, through ``progress``); ``by_hand`` says how to do without it."""
     key = sha256[:16] if sha256 else "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
     name = safe_component(urllib.parse.unquote(url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]), "download")
     archive = root / "downloads" / key / name
+    by_hand = by_hand or "download it by hand and give its folder as the model"
     with cache_lock(root, f"download-{key}", progress):
         if not archive.is_file():
             if offline:
-                raise ModelError(f"{url} is not in the cache and offline mode is on", "run once online")
-            if progress:
-                progress(f"downloading {url}")
+                raise ModelError(f"{url} is not in the cache and offline mode is on", f"run once online, or {by_hand}")
             archive.parent.mkdir(parents=True, exist_ok=True)
             tmp = archive.with_name(f"{archive.name}.{os.getpid()}.part")
             try:
                 with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-                    shutil.copyfileobj(r, f, 1 << 20)
+                    _copy_reporting(r, f, name, url, by_hand, progress)
             except (urllib.error.URLError, OSError) as e:
                 tmp.unlink(missing_ok=True)
                 reason = getattr(e, "reason", e)
-                raise ModelError(f"{url}: download failed ({reason})", "check the network, or the URL") from None
+                raise ModelError(f"{url}: download failed ({reason})", f"check the network, or {by_hand}") from None
             tmp.replace(archive)
         if sha256:
             try:
@@ -422,12 +431,30 @@ def _download(url: str, sha256: str | None, offline: bool, root: Path, progress)
     return archive
 
 
+def _copy_reporting(src, dst, name: str, url: str, by_hand: str, progress, every_s: float = 5.0) -> None:
+    total = int(src.headers.get("Content-Length") or 0) or None
+    if progress:
+        progress(f"downloading {name} ({human_size(total) if total else 'size unknown'}) from {url}; "
+                 f"to do it yourself instead: {by_hand}")
+    done, started = 0, time.monotonic()
+    last = started
+    while chunk := src.read(1 << 20):
+        dst.write(chunk)
+        done += len(chunk)
+        now = time.monotonic()
+        if progress and (now - last >= every_s or done == total):
+            last = now
+            share = f" of {human_size(total)} ({100 * done / total:.0f}%)" if total else ""
+            progress(f"{name}: {human_size(done)}{share}, {human_size(done / max(now - started, 1e-3))}/s")
+
+
 def _from_url(url: str, sha256: str, offline: bool, cache_dir, progress) -> Path:
     root = Path(cache_dir or cache_root())
     target = root / "models" / sha256[:16]
     if (target / PIPELINE_FILE).is_file():
         return target
-    archive = _download(url, sha256, offline, root, progress)
+    by_hand = f"fetch {url}, extract it and give the folder holding pipeline.json as the model"
+    archive = _download(url, sha256, offline, root, progress, by_hand)
     with cache_lock(root, f"model-{target.name}", progress):
         if (target / PIPELINE_FILE).is_file():  # another process extracted it while this one waited
             return target
@@ -468,14 +495,18 @@ def _convert_official(entry: Entry, convert: Converter, offline: bool, root: Pat
     src = entry.source
     if not src.url or isinstance(src.sha256, dict):
         raise ModelError(f"model '{entry.name}': an official release needs a url and at most one sha256")
-    archive = _download(src.url, src.sha256, offline, root, progress)
+    flags = {"vae": "--vae", "vocoder": "--vocoder", "clap": "--clap"}
+    parts = " ".join(f"{flags[p]} <{p} file>" for p in (src.components or {}) if p in flags)
+    by_hand = (f"fetch {src.url} (and, if the release lacks them, the files its registry entry lists as components) "
+               f"and run `mtldm convert <release> {parts} --out DIR`, then use --model DIR").replace("  ", " ")
+    archive = _download(src.url, src.sha256, offline, root, progress, by_hand)
     extra = src.components or {}
 
     def fetch(part: str) -> Path:
         if part not in extra:
             raise ModelError(f"{entry.name}: the release lacks the {part} weights and the registry names no file for them",
                              "add a components URL to the registry entry")
-        return _download(extra[part], None, offline, root, progress)
+        return _download(extra[part], None, offline, root, progress, by_hand)
 
     if progress:
         progress(f"converting {archive.name} (once)")

@@ -181,3 +181,29 @@ def test_an_ambiguous_or_empty_array_is_one_error_naming_the_argument(pipe, shap
         pipe.separate(array, steps=2)
     with pytest.raises(AudioError, match="given stem 'bass'"):
         pipe.arrange({"bass": array}, steps=2)
+
+
+def test_a_download_says_its_size_its_progress_and_how_to_do_it_by_hand(tmp_path, monkeypatch):
+    """``condition`` started a multi-GB download with no size shown and no word of `mtldm convert`."""
+    from mtldm_cli.errors import ModelError
+    from mtldm_cli.sources import resolve_model
+
+    release = tmp_path / "release.tar.gz"
+    release.write_bytes(b"\0" * 3_000_000)
+    entry = ("[models.official]\ndescription = 'x'\nformat = 'mt-musicldm'\n"
+             "source = { url = '{url}', components = { vae = '{url}' } }\n"
+             "audio = { sample_rate = 16000, segment_seconds = 10.24, stems = ['bass', 'drums', 'guitar', 'piano'] }\n")
+    registry = tmp_path / "reg.toml"
+    monkeypatch.setenv("MTLDM_REGISTRY", str(registry))
+    registry.write_text(entry.replace("{url}", (tmp_path / "missing.tar.gz").as_uri()))
+    with pytest.raises(ModelError, match=r"download failed.*mtldm convert <release> --vae <vae file> --out DIR"):
+        resolve_model("official", cache_dir=tmp_path / "c")
+    with pytest.raises(ModelError, match="offline.*mtldm convert"):
+        resolve_model("official", cache_dir=tmp_path / "c", offline=True)
+    registry.write_text(entry.replace("{url}", release.as_uri()))
+    said: list[str] = []
+    with pytest.raises(Exception):  # noqa: B017  (the bytes are no release: the conversion fails after the download)
+        resolve_model("official", cache_dir=tmp_path / "c", progress=said.append)
+    first = next(m for m in said if m.startswith("downloading"))
+    assert "(3.0 MB)" in first and "mtldm convert" in first
+    assert any("3.0 MB of 3.0 MB (100%)" in m for m in said)
