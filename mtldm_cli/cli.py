@@ -13,6 +13,7 @@ from .commands.data import app as data_app
 from .commands.evaluate import evaluate
 from .commands.generate import generate
 from .commands.models import models
+from .commands.plot import plot
 from .commands.separate import separate
 from .commands.train import train
 from .version import __version__
@@ -27,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for command in (generate, condition, arrange, separate, evaluate, train, convert, models):
+for command in (generate, condition, arrange, separate, evaluate, plot, train, convert, models):
     app.command()(command)
 app.add_typer(data_app)
 

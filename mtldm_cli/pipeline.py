@@ -44,6 +44,7 @@ from .config import MAX_SECONDS, PipelineConfig
 from .errors import NAME_ONLY, InputError, ModelError
 from .names import safe_component
 from .options import SamplingOptions, SeparationOptions
+from .plot import PLOT_FILE, plot_stems
 from .samplers import cfg_model_fn
 from .sampling import Known, per_window, sample_windows
 from .separation import eps_score, karras_sigmas, sample_separation, separation_differential, wiener_filter
@@ -82,28 +83,33 @@ class MultiTrackOutput:
         return output_paths(folder, self.stems, format)
 
     def save(self, folder: str | os.PathLike, *, force: bool = False, subtype: str | None = None,
-             format: str = "wav") -> list[Path]:
+             format: str = "wav", plot: bool = False) -> list[Path]:
         """Write ``<stem>.<format>`` for each stem, the mix and ``run.json``, all or nothing, as
-        ``subtype`` samples (default: the given files' own, else 16-bit). With ``force``, the files of
-        an earlier result there that this one does not replace (its run.json lists them) are removed,
-        so that the stems beside the mix always sum to it."""
+        ``subtype`` samples (default: the given files' own, else 16-bit); with ``plot``, also
+        ``spectrograms.png``. With ``force``, the files of an earlier result there that this one does
+        not replace (its run.json lists them) are removed, so that the stems beside the mix always sum
+        to it."""
         subtype = subtype or self.subtype or "pcm16"
         check_file_format(format, subtype)
-        paths = self.paths(folder, format)
+        paths = self.paths(folder, format) | ({PLOT_FILE: Path(folder) / PLOT_FILE} if plot else {})
         check_writable(paths.values(), force=force)
-        audio = {paths[n]: w for n, w in self.stems.items()} | {paths["mix"]: self.mix}
+        audio: dict[Path, np.ndarray] = {paths[n]: w for n, w in self.stems.items()} | {paths["mix"]: self.mix}
         audio, notes = fit_full_scale(audio, paths["mix"]) if subtype != "float" else (audio, {})
         if notes:
             warning = notes.pop("warning")
             self.info = self.info | notes | {"warnings": [*self.info.get("warnings", []), warning]}
-        info = self.info | {"files": [p.name for p in audio], "sample_rate": self.sample_rate,
+        extra = [paths[PLOT_FILE]] if plot else []
+        info = self.info | {"files": [p.name for p in [*audio, *extra]], "sample_rate": self.sample_rate,
                             "channels": self.channels, "format": format, "subtype": subtype}
         text = (json.dumps(info, indent=2, default=str) + "\n").encode()
         writers = {p: wav_writer(w, self.sample_rate, subtype, format) for p, w in audio.items()}
+        if plot:
+            png = plot_stems(self.stems, self.sample_rate, title=str(self.info.get("task", "")))
+            writers[paths[PLOT_FILE]] = lambda f: f.write(png)
         with made_dir(paths["run.json"].parent):
             write_file_set(writers | {paths["run.json"]: lambda f: f.write(text)},
                            remove=earlier_result(paths["run.json"], set(paths.values())) if force else ())
-        return [*audio, paths["run.json"]]
+        return [*audio, *extra, paths["run.json"]]
 
 
 def fit_full_scale(audio: dict[Path, np.ndarray], mix: Path) -> tuple[dict[Path, np.ndarray], dict]:
@@ -134,7 +140,7 @@ def earlier_result(run_json: Path, keep: set[Path]) -> list[Path]:
         files = json.loads(run_json.read_text()).get("files", [])
     except (OSError, ValueError, AttributeError):
         return []
-    names = [n for n in files if isinstance(n, str) and n.endswith((".wav", ".flac")) and safe_component(n, "") == n]
+    names = [n for n in files if isinstance(n, str) and n.endswith((".wav", ".flac", ".png")) and safe_component(n, "") == n]
     return [run_json.parent / n for n in names if run_json.parent / n not in keep]
 
 

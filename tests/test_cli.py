@@ -15,7 +15,7 @@ def test_help_lists_every_command(cli):
     assert r.exit_code == 0
     commands = r.stdout[r.stdout.index("Commands"):]
     listed = {m[1] for m in re.finditer(r"^\W*([a-z]+)\s{2,}\S", commands, re.M)}
-    assert listed == {"generate", "condition", "arrange", "separate", "evaluate", "train", "convert", "models", "data"}
+    assert listed == {"generate", "condition", "arrange", "separate", "evaluate", "plot", "train", "convert", "models", "data"}
     for c in sorted(listed):
         sub = cli(c, "--help")
         assert sub.exit_code == 0 and "Usage: mtldm " + c in " ".join(sub.stdout.split()), c

@@ -207,3 +207,39 @@ def test_a_download_says_its_size_its_progress_and_how_to_do_it_by_hand(tmp_path
     first = next(m for m in said if m.startswith("downloading"))
     assert "(3.0 MB)" in first and "mtldm convert" in first
     assert any("3.0 MB of 3.0 MB (100%)" in m for m in said)
+
+
+def _rows(png: Path, count: int) -> list[float]:
+    """Mean brightness of each spectrogram row of a plot (layout constants of mtldm_cli.plot)."""
+    from PIL import Image
+
+    from mtldm_cli.plot import AXIS_HEIGHT, LABEL_WIDTH, ROW_HEIGHT
+
+    img = np.asarray(Image.open(png).convert("L"), np.float64)
+    top = img.shape[0] - AXIS_HEIGHT - count * (ROW_HEIGHT + 2)
+    return [img[top + k * (ROW_HEIGHT + 2):top + k * (ROW_HEIGHT + 2) + ROW_HEIGHT, LABEL_WIDTH:].mean() for k in range(count)]
+
+
+def test_plot_draws_every_stem_and_the_mix_on_one_scale(cli, stem_dir, tmp_path):
+    folder = tmp_path / "song"
+    folder.mkdir()
+    for s in ("bass", "drums", "guitar", "piano"):
+        wav, sr = sf.read(stem_dir / f"{s}.wav", dtype="float32")
+        sf.write(folder / f"{s}.wav", wav * (s != "drums"), sr)  # silent drums
+    r = cli("plot", folder, "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = _rows(folder / "spectrograms.png", 5)  # bass, drums, guitar, piano, then the mix
+    assert rows[1] < 1 and min(rows[0], rows[2], rows[3], rows[4]) > 8, rows
+    assert_one_line_error(cli("plot", folder), 4, "already exists")
+
+
+def test_plot_flag_writes_the_picture_with_the_result(cli, tmp_path):
+    out = tmp_path / "o"
+    r = cli("generate", "--out", out, "--steps", "2", "--duration", "1", "--plot", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "spectrograms.png" in json.loads((out / "run.json").read_text())["files"]
+    from PIL import Image
+
+    assert Image.open(out / "spectrograms.png").format == "PNG"
+    r = cli("generate", "--out", out, "--steps", "2", "--duration", "1", "--force")
+    assert r.exit_code == 0 and not (out / "spectrograms.png").exists()  # no stale picture beside new stems

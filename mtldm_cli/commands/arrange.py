@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import (BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
+from .common import (PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
                      OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
                      check_sampling_flags, guarded, describe, load_pipeline, note, precheck_outputs, progress_callback, sampling_options,
                      split_names)
@@ -46,6 +46,7 @@ def arrange(
     bit_depth: BitDepthOpt = None,
     sample_rate: SampleRateOpt = None,
     channels: ChannelsOpt = None,
+    plot: PlotOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -92,4 +93,4 @@ def arrange(
         result = pipe.arrange(named, want_names, prompt=prompt, callback=cb, options=options,
                               output_rate=sample_rate, output_channels=channels)
     finish(result, out, command="arrange", argv_info={"given_files": given_files},
-           force=force, file_format=fmt, json_out=json_out, quiet=quiet, started=started)
+           force=force, file_format=fmt, json_out=json_out, quiet=quiet, started=started, plot=plot)

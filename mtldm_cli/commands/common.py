@@ -73,6 +73,7 @@ SUBTYPE_OF = {BitDepth.pcm16: "pcm16", BitDepth.pcm24: "pcm24", BitDepth.float: 
 FormatOpt = Annotated[FileFormat, typer.Option("--format", help="Audio file format.")]
 BitDepthOpt = Annotated[Optional[BitDepth], typer.Option("--bit-depth", help="Sample format: 16 or 24-bit PCM, or 32-bit float (WAV only) [default: the given stems' own, else 16].")]
 SampleRateOpt = Annotated[Optional[int], typer.Option("--sample-rate", min=8000, max=192000, help="Output sample rate in Hz [default: the given stems', else the model's].")]
+PlotOpt = Annotated[bool, typer.Option("--plot", help="Also write spectrograms.png: every stem and the mix on one time axis.")]
 ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", min=1, max=8, help="Output channels; mono stems are repeated over them [default: the given stems', else 1].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (errors too).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
@@ -203,11 +204,11 @@ def precheck_outputs(out: Path, names: list[str], force: bool, format: str = "wa
 
 
 def finish(output, out: Path, *, command: str, argv_info: dict, force: bool, file_format: tuple[str, str | None],
-           json_out: bool, quiet: bool, started: float) -> None:
+           json_out: bool, quiet: bool, started: float, plot: bool = False) -> None:
     output.info = output.info | {"command": command, **argv_info,
                                  "total_s": round(time.perf_counter() - started, 3)}
     format, subtype = file_format
-    files = output.save(out, force=force, subtype=subtype, format=format)
+    files = output.save(out, force=force, subtype=subtype, format=format, plot=plot)
     if json_out:
         typer.echo(json.dumps({"ok": True, "out": str(out), "files": [str(f) for f in files],
                                "info": output.info}, default=str))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..audio import load_audio
-from .common import (BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
+from .common import (PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
                      OfflineOpt, OutOpt, PresetOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
                      check_sampling_flags, guarded, describe, load_pipeline, precheck_outputs, progress_callback, sampling_options)
 
@@ -35,6 +35,7 @@ def condition(
     bit_depth: BitDepthOpt = None,
     sample_rate: SampleRateOpt = None,
     channels: ChannelsOpt = None,
+    plot: PlotOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -53,4 +54,4 @@ def condition(
         result = pipe.condition(reference, duration=duration, callback=cb, options=options,
                                 output_rate=sample_rate, output_channels=channels)
     finish(result, out, command="condition", argv_info={"reference": str(ref)}, force=force,
-           file_format=fmt, json_out=json_out, quiet=quiet, started=started)
+           file_format=fmt, json_out=json_out, quiet=quiet, started=started, plot=plot)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
+from .common import (PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
                      OfflineOpt, OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt,
                      StepsOpt, finish, check_sampling_flags, guarded, describe, load_pipeline, precheck_outputs, progress_callback,
                      sampling_options, split_names)
@@ -36,6 +36,7 @@ def generate(
     bit_depth: BitDepthOpt = None,
     sample_rate: SampleRateOpt = None,
     channels: ChannelsOpt = None,
+    plot: PlotOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -59,4 +60,4 @@ def generate(
         result = pipe.generate(prompt, duration=duration, stems=names, callback=cb, options=options,
                                 output_rate=sample_rate, output_channels=channels)
     finish(result, out, command="generate", argv_info={}, force=force, file_format=fmt, json_out=json_out,
-           quiet=quiet, started=started)
+           quiet=quiet, started=started, plot=plot)

@@ -12,7 +12,7 @@ import typer
 from ..audio import load_audio
 from ..config import METHODS
 from ..options import SeparationOptions
-from .common import (BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
+from .common import (PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
                      RevisionOpt, SeedOpt, StepsOpt, finish, guarded, describe, load_pipeline, precheck_outputs,
                      progress_callback)
 
@@ -44,6 +44,7 @@ def separate(
     bit_depth: BitDepthOpt = None,
     sample_rate: SampleRateOpt = None,
     channels: ChannelsOpt = None,
+    plot: PlotOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -66,4 +67,4 @@ def separate(
     with progress_callback(f"separating ({method.value})", quiet or json_out) as cb:
         result = pipe.separate(mix, options=options, callback=cb, output_rate=sample_rate, output_channels=channels)
     finish(result, out, command="separate", argv_info={}, force=force, file_format=fmt, json_out=json_out,
-           quiet=quiet, started=started)
+           quiet=quiet, started=started, plot=plot)
