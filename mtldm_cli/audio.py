@@ -323,6 +323,14 @@ def wav_writer(wav: np.ndarray, sample_rate: int, subtype: str = "pcm16", format
     return write
 
 
+def bytes_writer(data: bytes) -> Callable[[BinaryIO], None]:
+    """A writer of ready-made bytes (run.json, a PNG) for :func:`write_file_set`."""
+    def write(f: BinaryIO) -> None:
+        f.write(data)
+
+    return write
+
+
 def write_file_set(writers: Mapping[Path, Callable[[BinaryIO], None]], *, remove: Iterable[Path] = ()) -> None:
     """Write a set of files all-or-nothing: each writer fills a temp file beside its target; once all
     are written they are renamed into place, then ``remove`` (an earlier result's files that this set

@@ -23,6 +23,7 @@ from .audio import (
     AudioLike,
     as_audio,
     audio_name,
+    bytes_writer,
     check_file_format,
     check_writable,
     common_length,
@@ -105,9 +106,9 @@ class MultiTrackOutput:
         writers = {p: wav_writer(w, self.sample_rate, subtype, format) for p, w in audio.items()}
         if plot:
             png = plot_stems(self.stems, self.sample_rate, title=str(self.info.get("task", "")))
-            writers[paths[PLOT_FILE]] = lambda f: f.write(png)
+            writers[paths[PLOT_FILE]] = bytes_writer(png)
         with made_dir(paths["run.json"].parent):
-            write_file_set(writers | {paths["run.json"]: lambda f: f.write(text)},
+            write_file_set(writers | {paths["run.json"]: bytes_writer(text)},
                            remove=earlier_result(paths["run.json"], set(paths.values())) if force else ())
         return [*audio, *extra, paths["run.json"]]
 

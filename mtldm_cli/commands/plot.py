@@ -40,7 +40,7 @@ def plot(
     quiet: QuietOpt = False,
 ) -> None:
     """Draw every stem's spectrogram and the mix's, stacked on one time axis and one dB scale, as a PNG."""
-    from ..audio import check_writable, common_length, made_dir, read_audio, write_file_set
+    from ..audio import bytes_writer, check_writable, common_length, made_dir, read_audio, write_file_set
     from ..errors import InputError
     from ..plot import PLOT_FILE, plot_stems
 
@@ -55,7 +55,7 @@ def plot(
     check_writable([target], force=force)
     png = plot_stems({name: w[:n] for name, (w, _) in read.items()}, rate, width=width, title=str(folder))
     with made_dir(target.parent):
-        write_file_set({target: lambda f: f.write(png)})
+        write_file_set({target: bytes_writer(png)})
     if json_out:
         typer.echo(json.dumps({"ok": True, "out": str(target), "files": [str(p) for p in files]}))
     elif not quiet:
