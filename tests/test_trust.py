@@ -4,6 +4,7 @@ each checked through the CLI or the library's public seams."""
 from __future__ import annotations
 
 import json
+import platform
 import re
 import subprocess
 import sys
@@ -67,6 +68,7 @@ REFUSALS = [  # each needs only the flags, the inputs and what the model is: no 
     ["generate", "--model", "tiny-random", "--stems", "flute"],
     ["generate", "--model", "tiny-random", "--format", "flac", "--bit-depth", "32f"],
     ["separate", "{wav}", "--model", "tiny-random", "--out", "{existing}"],
+    ["generate", "--model", "tiny-random", "--device", "mps" if platform.system() != "Darwin" else "cuda"],
 ]
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import (PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
+from .common import (check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
                      OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
                      check_sampling_flags, guarded, describe, load_pipeline, note, precheck_outputs, progress_callback, sampling_options,
                      split_names)
@@ -67,6 +67,7 @@ def arrange(
     audio = {p: load_audio(p) for _, p in items if p not in bare}  # read once, before the model loads
     check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed, resample=resample,
                          reconstruction=reconstruction)
+    check_device(device)
     summary = describe(model, prompt=prompt)
 
     def plan(stems):

@@ -137,6 +137,16 @@ def split_names(values: list[str] | None) -> list[str] | None:
     return [n.strip().lower() for v in values for n in v.split(",") if n.strip()]
 
 
+def check_device(device: Device) -> None:
+    """Refuse a device this machine certainly lacks, before torch is imported (torch decides the rest)."""
+    from ..devices import certainly_absent
+    from ..errors import InputError
+
+    reason = certainly_absent(device.value)
+    if reason:
+        raise InputError(f"{{device}}: {reason}", "use cpu or auto", device=device.value)
+
+
 def describe(model: str, *, prompt: str | None = None, reference: bool = False):
     """What ``model`` is, from the registry or its folder, with the refusals that need nothing more:
     before torch is imported and anything is downloaded or loaded. None when only the model can tell

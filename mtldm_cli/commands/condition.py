@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..audio import load_audio
-from .common import (PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
+from .common import (check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
                      OfflineOpt, OutOpt, PresetOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
                      check_sampling_flags, guarded, describe, load_pipeline, precheck_outputs, progress_callback, sampling_options)
 
@@ -44,6 +44,7 @@ def condition(
     fmt = file_format(format, bit_depth, float_wav)
     reference = load_audio(ref)  # read once, before the model loads: a bad file fails at once
     check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
+    check_device(device)
     summary = describe(model, reference=True)
     if summary:  # refused before torch and the weights load
         precheck_outputs(out, list(summary.stems), force, fmt[0])

@@ -12,7 +12,7 @@ import typer
 from ..audio import load_audio
 from ..config import METHODS
 from ..options import SeparationOptions
-from .common import (PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
+from .common import (check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
                      RevisionOpt, SeedOpt, StepsOpt, finish, guarded, describe, load_pipeline, precheck_outputs,
                      progress_callback)
 
@@ -58,6 +58,7 @@ def separate(
     flags = dict(method=method.value, steps=steps, s_churn=churn, resamples=resamples, sigma_max=sigma_max,
                  sigma_min=sigma_min, gamma=gamma, consistency=consistency, wiener=wiener, seed=seed)
     SeparationOptions.check_given(**flags)
+    check_device(device)
     summary = describe(model)
     if summary:  # refused before torch and the weights load
         precheck_outputs(out, list(summary.stems), force, fmt[0])
