@@ -24,7 +24,7 @@ app = typer.Typer(
     "Exit codes: 0 ok, 1 internal error, 2 bad input or usage, 3 model not found/loadable, "
     "4 output not writable or already there, 130 interrupted.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

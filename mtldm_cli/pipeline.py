@@ -345,6 +345,8 @@ class MultiTrackPipeline:
             piece = mix[chunk.start:chunk.stop]
             z = self._separate_chunk(piece, opts, sigmas, g, per_window(callback, chunk, len(chunks), opts.steps, "chunk"))
             t1 = time.perf_counter()
+            if callback is not None:
+                callback({"stage": "decoding"})
             joined.add(chunk, self.codec.decode(z, len(piece))[0])
             decode_s += time.perf_counter() - t1
         wav = joined.result()
@@ -395,6 +397,8 @@ class MultiTrackPipeline:
         z = sample_windows(model_for, shape, windows, self.scheduler, opts, generator=g, device=self.device,
                            known=known, callback=callback)
         t1 = time.perf_counter()
+        if callback is not None:
+            callback({"stage": "decoding"})
         wav = fade_ends(self.codec.decode(z, samples), self.sample_rate)
         timings = dict(sample_s=round(t1 - t0, 3), decode_s=round(time.perf_counter() - t1, 3))
         return wav[0], dict(windows=len(windows), timings=timings)

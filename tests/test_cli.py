@@ -272,3 +272,28 @@ def test_library_errors_are_spelled_as_flags(cli, stem_dir, tmp_path):
     r = cli("generate", "--stems", "flute", "--out", tmp_path / "o", *FAST)
     assert_one_line_error(r, 2, "--stems: unknown stem 'flute'")
     assert not (tmp_path / "o").exists()
+
+
+def test_progress_off_a_terminal_is_plain_timestamped_lines_with_each_stage(cli, tmp_path):
+    """With stderr redirected a long run printed nothing between loading and the end."""
+    r = cli("generate", "--out", tmp_path / "o", "--steps", "3", "--duration", "1")
+    assert r.exit_code == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("[")]
+    assert [ln.split("] ", 1)[1].rsplit(" (", 1)[0] for ln in lines] == [
+        "generating: step 1/3", "generating: step 3/3", "generating: decoding"]
+    assert all(re.match(r"\[\d\d:\d\d:\d\d\] ", ln) for ln in lines)
+    assert "[" not in cli("generate", "--out", tmp_path / "q", "--steps", "3", "--duration", "1", "-q").stderr
+
+
+def test_shell_completion_completes_commands_and_options():
+    import os
+    import subprocess
+    import sys
+
+    code = "from mtldm_cli.cli import app; app(prog_name='mtldm')"
+    env = os.environ | {"_MTLDM_COMPLETE": "complete_bash", "COMP_CWORD": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env | {"COMP_WORDS": "mtldm gen"}, capture_output=True, text=True)
+    assert done.stdout.split() == ["generate"]
+    env["COMP_CWORD"] = "2"
+    done = subprocess.run([sys.executable, "-c", code], env=env | {"COMP_WORDS": "mtldm arrange --bit"}, capture_output=True, text=True)
+    assert done.stdout.split() == ["--bit-depth"]

@@ -176,10 +176,15 @@ def load_pipeline(model: str, device: Device, *, revision=None, offline=False, q
 
 
 @contextmanager
-def progress_callback(label: str, quiet: bool):
-    """Yield a sampler callback that draws a rich progress bar on stderr."""
+def progress_callback(label: str, quiet: bool, *, every_s: float = 10.0):
+    """Yield a callback for the library's progress reports: ``{"i", "total"}`` per step, ``{"stage"}``
+    when a stage starts. On a terminal a rich bar, named by its stage; otherwise (a script, a CI log)
+    plain timestamped lines, at most one every ``every_s`` seconds besides the stages and the end."""
     if quiet:
         yield None
+        return
+    if not err_console.is_terminal:
+        yield _plain_progress(label, every_s)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -188,9 +193,33 @@ def progress_callback(label: str, quiet: bool):
         task = bar.add_task(label, total=None)
 
         def callback(info: dict) -> None:
-            bar.update(task, completed=info["i"] + 1, total=info["total"])
+            if "stage" in info:
+                bar.update(task, description=f"{label}: {info['stage']}")
+            else:
+                bar.update(task, completed=info["i"] + 1, total=info["total"], description=label)
 
         yield callback
+
+
+def _plain_progress(label: str, every_s: float) -> Callable[[dict], None]:
+    started = last = time.monotonic()
+
+    def say(text: str) -> None:
+        err_console.print(f"[{time.strftime('%H:%M:%S')}] {label}: {text} ({time.monotonic() - started:.0f} s)",
+                          soft_wrap=True, highlight=False, markup=False)
+
+    def callback(info: dict) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if "stage" in info:
+            say(str(info["stage"]))
+        elif now - last >= every_s or info["i"] + 1 == info["total"] or info["i"] == 0:
+            say(f"step {info['i'] + 1}/{info['total']}")
+        else:
+            return
+        last = now
+
+    return callback
 
 
 def file_format(format: FileFormat, bit_depth: BitDepth | None, float_wav: bool) -> tuple[str, str | None]:
