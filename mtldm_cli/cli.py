@@ -48,4 +48,24 @@ def _root(
 
 
 def main() -> None:
-    app()
+    """The console script. With --json, a usage error (an unknown option, a bad value) is one JSON
+    document on stdout too, as every other failure is."""
+    import sys
+
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    from .commands.common import emit_json
+
+    try:
+        code = typer.main.get_command(app).main(prog_name="mtldm", standalone_mode=False)
+    except typer.Abort:
+        emit_json({"ok": False, "error": "interrupted", "exit_code": 130})
+        code = 130
+    except typer.TyperException as e:  # typer's click: a usage error, a bad value
+        code = getattr(e, "exit_code", 2)
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        emit_json({"ok": False, "error": message, "exit_code": code})
+        if hasattr(e, "show"):
+            e.show()
+    sys.exit(code if isinstance(code, int) else 0)

@@ -79,7 +79,9 @@ def test_condition_and_separate_and_evaluate(cli, stem_dir, tmp_path):
 
 def test_models_lists_registry(cli):
     r = cli("models", "--json")
-    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and doc["schema"] == 1
+    rows = {m["name"]: m for m in doc["models"]}
     assert rows["tiny-random"]["stems"] == list(STEMS)
     assert "tiny-random" in cli("models").stdout
 
@@ -297,3 +299,33 @@ def test_shell_completion_completes_commands_and_options():
     env["COMP_CWORD"] = "2"
     done = subprocess.run([sys.executable, "-c", code], env=env | {"COMP_WORDS": "mtldm arrange --bit"}, capture_output=True, text=True)
     assert done.stdout.split() == ["--bit-depth"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, code", [
+    (["generate", "--steps", "2", "--duration", "1"], 0),
+    (["generate", "--steps", "0"], 2),  # a usage error: click's, before our code runs
+    (["generate", "--bogus"], 2),
+    (["separate", "missing.wav"], 2),
+    (["generate", "--model", "no-such-model"], 3),
+    (["generate", "--out", "{existing}"], 4),
+    (["models"], 0),
+    (["evaluate", "--est", "{stems}", "--ref", "{stems}"], 0),
+])
+def test_json_is_one_document_on_stdout_for_success_and_every_error_class(stem_dir, tmp_path, args, code):
+    import subprocess
+    import sys
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "bass.wav").write_bytes(b"x")
+    args = [a.format(existing=existing, stems=stem_dir) for a in args]
+    if "--out" not in args and args[0] in ("generate", "separate"):
+        args += ["--out", str(tmp_path / "o")]
+    done = subprocess.run([sys.executable, "-m", "mtldm_cli", *args, "--json"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == code, done.stderr
+    doc = json.loads(done.stdout)  # exactly one document: json.loads refuses anything after it
+    assert doc["schema"] == 1 and doc["ok"] == (code == 0)
+    if code:
+        assert doc["exit_code"] == code and doc["error"]

@@ -118,9 +118,17 @@ def guarded(fn: Callable) -> Callable:
     return wrapper
 
 
+JSON_SCHEMA = 1  # the version of every --json document (docs/usage.md, "Scripts and CI")
+
+
+def emit_json(doc: dict) -> None:
+    """The one JSON document a command with --json prints on stdout: ``ok``, ``schema``, then its fields."""
+    typer.echo(json.dumps({"ok": doc.pop("ok", True), "schema": JSON_SCHEMA, **doc}, default=str))
+
+
 def _fail(message: str, code: int, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"ok": False, "error": message, "exit_code": code}))
+        emit_json({"ok": False, "error": message, "exit_code": code})
     err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(code)
 
@@ -249,8 +257,7 @@ def finish(output, out: Path, *, command: str, argv_info: dict, force: bool, fil
     format, subtype = file_format
     files = output.save(out, force=force, subtype=subtype, format=format, plot=plot)
     if json_out:
-        typer.echo(json.dumps({"ok": True, "out": str(out), "files": [str(f) for f in files],
-                               "info": output.info}, default=str))
+        emit_json({"out": str(out), "files": [str(f) for f in files], "info": output.info})
     elif not quiet:
         names = ", ".join(f.name for f in files)
         layout = "mono" if output.channels == 1 else f"{output.channels} channels"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, note
+from .common import emit_json, ForceOpt, JsonOpt, QuietOpt, err_console, guarded, note
 
 FileOpt = Optional[Path]
 
@@ -41,7 +40,7 @@ def convert(
                  trust_pickle=trust_pickle, force=force, progress=lambda m: note(m, quiet))
     summary = {"ok": True, "out": str(out), **report.as_dict(), "total_s": round(time.perf_counter() - started, 3)}
     if json_out:
-        typer.echo(json.dumps(summary))
+        emit_json(summary)
     elif not quiet:
         mapped = ", ".join(f"{k} {v}" for k, v in report.mapped.items())
         err_console.print(f"wrote {out} (keys mapped: {mapped}; details in {out / 'convert.json'})", soft_wrap=True)

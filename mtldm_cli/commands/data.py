@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, progress_callback
+from .common import emit_json, ForceOpt, JsonOpt, QuietOpt, err_console, guarded, progress_callback
 
 app = typer.Typer(name="data", help="Multi-track datasets: synthesize a Slakh-like one, check any.",
                   no_args_is_help=True)
@@ -55,7 +54,7 @@ def synth(
                             jobs=jobs, progress=progress)
     summary = report.as_dict()
     if json_out:
-        typer.echo(json.dumps({"ok": True, **summary}))
+        emit_json(dict(summary))
     elif not quiet:
         kept = f", kept {len(report.kept)} already there" if report.kept else ""
         speed = f" ({summary['tracks_per_s']} tracks/s)" if summary["tracks_per_s"] else ""
@@ -88,9 +87,9 @@ def check(
     hours = sum(t.seconds for t in ds.tracks) / 3600
     missing = {s: sum(s in t.missing for t in ds.tracks) for s in ds.stems}
     if json_out:
-        typer.echo(json.dumps({"ok": True, "root": str(root), "tracks": len(ds.tracks), "segments": len(ds),
-                               "hours": round(hours, 4), "tracks_missing_stem": missing,
-                               "skipped": [{"track": t, "why": w} for t, w in ds.skipped]}))
+        emit_json({"root": str(root), "tracks": len(ds.tracks), "segments": len(ds),
+                   "hours": round(hours, 4), "tracks_missing_stem": missing,
+                   "skipped": [{"track": t, "why": w} for t, w in ds.skipped]})
         return
     err_console.print(f"{root}: {len(ds.tracks)} tracks, {len(ds)} segments of {segment:g} s, {hours:.2f} h; "
                       f"tracks without a stem: {', '.join(f'{s} {n}' for s, n in missing.items())}", soft_wrap=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,7 +11,7 @@ import typer
 from ..audio import read_audio, resample_np
 from ..errors import InputError
 from ..metrics import evaluate_separation, mixture_mismatch
-from .common import JsonOpt, err_console, guarded
+from .common import emit_json, JsonOpt, err_console, guarded
 
 
 def _stem_files(folder: Path, option: str) -> dict[str, Path]:
@@ -62,8 +61,8 @@ def evaluate(
     if json_out:
         clean = {s: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
                  for s, d in scores.items()}
-        typer.echo(json.dumps({"ok": True, "sample_rate": sr, "mix": str(mix_path) if mix_path else "sum of references",
-                               "stems": clean, "warnings": warnings}))
+        emit_json({"sample_rate": sr, "mix": str(mix_path) if mix_path else "sum of references",
+                   "stems": clean, "warnings": warnings})
     else:
         _print_table(scores, f"{est} vs {ref}")
     for w in warnings:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 
-import typer
 
 from ..checkpoints import load_registry
 from ..sources import is_cached
-from .common import JsonOpt, guarded
+from .common import JsonOpt, emit_json, guarded
 
 
 @guarded
@@ -16,8 +14,9 @@ def models(json_out: JsonOpt = False) -> None:
     """List the models in checkpoints.toml (and MTLDM_REGISTRY) and whether each is cached."""
     rows = [(e, is_cached(e)) for e in load_registry().values()]
     if json_out:
-        typer.echo(json.dumps([{"name": e.name, "cached": c, "source": e.describe(), "format": e.format,
-                                "description": e.description, **e.audio.model_dump()} for e, c in rows]))
+        emit_json({"models": [{"name": e.name, "cached": c, "source": e.describe(), "format": e.format,
+                               "description": e.description, "conditioning": e.conditioning, **e.audio.model_dump()}
+                              for e, c in rows]})
         return
     from rich.console import Console
     from rich.table import Table

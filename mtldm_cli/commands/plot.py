@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded
+from .common import emit_json, ForceOpt, JsonOpt, QuietOpt, err_console, guarded
 
 
 def _audio_files(folder: Path) -> list[Path]:
@@ -57,6 +57,6 @@ def plot(
     with made_dir(target.parent):
         write_file_set({target: bytes_writer(png)})
     if json_out:
-        typer.echo(json.dumps({"ok": True, "out": str(target), "files": [str(p) for p in files]}))
+        emit_json({"out": str(target), "files": [str(p) for p in files]})
     elif not quiet:
         err_console.print(f"wrote {target} ({', '.join(p.name for p in files)})", soft_wrap=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import ForceOpt, JsonOpt, QuietOpt, err_console, guarded, progress_callback
+from .common import emit_json, ForceOpt, JsonOpt, QuietOpt, err_console, guarded, progress_callback
 
 
 @guarded
@@ -37,7 +36,7 @@ def train(
     summary = {"ok": True, "out": str(folder), "stages": list(stage or STAGES),
                "total_s": round(time.perf_counter() - started, 3)}
     if json_out:
-        typer.echo(json.dumps(summary))
+        emit_json(summary)
     elif not quiet:
         err_console.print(f"trained {', '.join(stage or STAGES)} into {folder} in {summary['total_s']:.1f} s; "
                           f"losses in {folder / 'training' / 'log.csv'}", soft_wrap=True)
