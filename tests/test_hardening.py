@@ -278,7 +278,9 @@ def test_loud_input_is_turned_down_with_a_warning_never_clipped(cli, stem_dir, t
         loud[s] = wav * 10 / np.abs(wav).max()
         sf.write(tmp_path / f"{s}.wav", loud[s].astype(np.float32), sr, subtype="FLOAT")
     out = tmp_path / "o"
-    r = cli("arrange", "--given", tmp_path / "bass.wav", tmp_path / "drums.wav", "--out", out, "--steps", "2")
+    # float stems come back as float by default (given stems unchanged); 16-bit files cannot hold them
+    r = cli("arrange", "--given", tmp_path / "bass.wav", tmp_path / "drums.wav", "--out", out, "--steps", "2",
+            "--bit-depth", "16")
     assert r.exit_code == 0, r.stderr
     assert "warning:" in r.stderr and "turned down" in r.stderr
     info = json.loads((out / "run.json").read_text())
