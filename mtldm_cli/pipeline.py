@@ -242,6 +242,32 @@ class MultiTrackPipeline:
         wav, info = self._sample(samples, cond, opts, callback=callback)
         return self._output(wav, keep, self._info("generate", opts, prompt=prompt, **info), output_rate, output_channels)
 
+    def generate_batch(self, seeds: Sequence[int], prompt: str | None = None, *, duration: float | None = None,
+                       stems: Iterable[str] | None = None, batch_size: int = 4, output_rate: int | None = None,
+                       output_channels: int | None = None, options: SamplingOptions | None = None,
+                       callback: Callback = None, **overrides: Any) -> list[MultiTrackOutput]:
+        """:meth:`generate` once per seed, ``batch_size`` clips at a time through the UNet and the
+        decoder (one model load, batched forwards). Each result records its own seed."""
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise InputError("{seeds}: give one or more different seeds", seeds=list(seeds))
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise InputError("{batch_size}: must be at least 1", batch_size=batch_size)
+        check_output_shape(output_rate, output_channels)
+        base = self._resolve(options, overrides, "generate")
+        keep = select(stems, self.stems)
+        cond = self.conditioner.text([prompt]) if prompt else None
+        samples = self._samples(duration)
+        per_seed = [type(base).model_validate(base.model_dump() | {"seed": s}) for s in seeds]  # each checked
+        groups = [list(range(i, min(i + batch_size, len(seeds)))) for i in range(0, len(seeds), batch_size)]
+        results = []
+        for n, group in enumerate(groups):
+            wav, info = self._sample_batch(samples, cond, base, [seeds[k] for k in group],
+                                           callback=per_group(callback, n, len(groups)))
+            for j, k in enumerate(group):
+                info_k = self._info("generate", per_seed[k], prompt=prompt, batch=len(group), **info)
+                results.append(self._output(wav[j], keep, info_k, output_rate, output_channels))
+        return results
+
     def condition(self, reference: AudioLike, *, sample_rate: int | None = None, duration: float | None = None,
                   output_rate: int | None = None, output_channels: int | None = None,
                   options: SamplingOptions | None = None, callback: Callback = None, **overrides: Any) -> MultiTrackOutput:
@@ -380,9 +406,17 @@ class MultiTrackPipeline:
     def _sample(self, samples: int, cond: torch.Tensor | None, opts: SamplingOptions, *,
                 known: Known | None = None, callback: Callback = None) -> tuple[torch.Tensor, dict]:
         """``[S, samples]`` of audio: latent windows sampled under guidance, then decoded."""
-        g = torch.Generator().manual_seed(opts.seed)
+        wav, info = self._sample_batch(samples, cond, opts, [opts.seed], known=known, callback=callback)
+        return wav[0], info
+
+    def _sample_batch(self, samples: int, cond: torch.Tensor | None, opts: SamplingOptions, seeds: Sequence[int], *,
+                      known: Known | None = None, callback: Callback = None) -> tuple[torch.Tensor, dict]:
+        """``[B, S, samples]``: one item per seed, through the UNet together, each drawn from its own
+        generator (an item is what its seed gives alone, to float rounding)."""
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        g = gens if len(gens) > 1 else gens[0]
         latent_frames = self.codec.latent_frames(samples)
-        shape = (1, len(self.stems), self.unet.config.latent_channels, latent_frames, self.codec.latent_bins)
+        shape = (len(gens), len(self.stems), self.unet.config.latent_channels, latent_frames, self.codec.latent_bins)
         uncond = self.conditioner.null()
         guidance = opts.guidance
         if cond is None:
@@ -401,7 +435,7 @@ class MultiTrackPipeline:
             callback({"stage": "decoding"})
         wav = fade_ends(self.codec.decode(z, samples), self.sample_rate)
         timings = dict(sample_s=round(t1 - t0, 3), decode_s=round(time.perf_counter() - t1, 3))
-        return wav[0], dict(windows=len(windows), timings=timings)
+        return wav, dict(windows=len(windows), timings=timings)
 
     def _separate_chunk(self, piece: torch.Tensor, opts: SeparationOptions, sigmas: torch.Tensor,
                         g: torch.Generator, callback: Callback) -> torch.Tensor:
@@ -431,6 +465,15 @@ class MultiTrackPipeline:
         length = round(wav.shape[-1] * rate / self.sample_rate)
         stems = {s: conform(wav[self.stems.index(s)][None], self.sample_rate, rate, channels, length) for s in keep}
         return as_output(stems, rate, info)
+
+
+def per_group(callback: Callback, n: int, groups: int) -> Callback:
+    """Report group ``n``'s steps as steps of all ``groups`` (stage reports as they are)."""
+    if callback is None:
+        return None
+    report = callback
+    return lambda info: report(info if "stage" in info else info | {"i": n * info["total"] + info["i"],
+                                                                     "total": groups * info["total"]})
 
 
 def as_output(stems: Mapping[str, torch.Tensor], rate: int, info: dict, subtype: str | None = None) -> MultiTrackOutput:

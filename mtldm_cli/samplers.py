@@ -38,10 +38,11 @@ def cfg_model_fn(unet, cond: torch.Tensor | None, uncond: torch.Tensor | None, s
         tt = t.expand(x.shape[0]) if t.ndim == 0 else t
         extra: dict = {} if given is None else {"given": given}
         if cond is None or uncond is None or scale == 1.0:
-            return unet(x, tt, cond, **extra)
+            return unet(x, tt, None if cond is None else cond.expand(x.shape[0], *cond.shape[1:]), **extra)
         if given is not None:
             extra = {"given": tuple(torch.cat([v.expand(x.shape[0], *v.shape[1:])] * 2) for v in given)}
-        e_u, e_c = unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([uncond, cond]), **extra).chunk(2)
+        c, u = (v.expand(x.shape[0], *v.shape[1:]) for v in (cond, uncond))  # one condition for a batch
+        e_u, e_c = unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([u, c]), **extra).chunk(2)
         return e_u + scale * (e_c - e_u)
 
     return fn
@@ -75,8 +76,14 @@ def q_sample(x0: torch.Tensor, alpha_bar: torch.Tensor, noise: torch.Tensor) -> 
     return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
 
 
-def noise_like(v: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Noise drawn on the CPU, then moved: a seed gives the same noise on every device."""
+Generators = torch.Generator | list[torch.Generator] | None
+
+
+def noise_like(v: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """Noise drawn on the CPU, then moved: a seed gives the same noise on every device. A list of
+    generators draws each batch item from its own, so an item of a batch is what its seed gives alone."""
+    if isinstance(generator, list):
+        return torch.cat([noise_like(v[k:k + 1], g) for k, g in enumerate(generator)])
     return torch.randn(v.shape, generator=generator, dtype=v.dtype, device="cpu").to(v.device)
 
 
@@ -93,7 +100,7 @@ def sample_ddim(
     *,
     eta: float = 0.0,
     final_alpha: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     known: tuple[torch.Tensor, torch.Tensor] | None = None,
     resample: int = 1,
     callback: Callback = None,
@@ -134,7 +141,7 @@ def sample_scheduler(
     x: torch.Tensor,
     scheduler,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     known: tuple[torch.Tensor, torch.Tensor] | None = None,
     callback: Callback = None,
 ) -> torch.Tensor:

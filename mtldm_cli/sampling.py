@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .options import SamplingOptions
-from .samplers import Callback, ModelFn, reconstruction_guided, sample_ddim, sample_scheduler
+from .samplers import Callback, Generators, ModelFn, noise_like, reconstruction_guided, sample_ddim, sample_scheduler
 from .windows import Window
 
 Known = tuple[torch.Tensor, torch.Tensor]  # (x0, mask): latents to impute, 1 where they are known
@@ -28,7 +28,7 @@ def dpm_solver(scheduler_config) -> Any:
 
 
 def denoise(model_fn: ModelFn, x: torch.Tensor, scheduler, options: SamplingOptions, *,
-            generator: torch.Generator | None, known: Known | None = None, callback: Callback = None) -> torch.Tensor:
+            generator: Generators, known: Known | None = None, callback: Callback = None) -> torch.Tensor:
     """Run ``options.sampler`` for ``options.steps`` from the noise ``x`` on ``scheduler``'s schedule."""
     if options.sampler == "ddim":
         scheduler.set_timesteps(options.steps)
@@ -41,7 +41,7 @@ def denoise(model_fn: ModelFn, x: torch.Tensor, scheduler, options: SamplingOpti
 
 
 def sample_windows(model_for: Callable[[Known | None], ModelFn], shape: tuple[int, ...], windows: list[Window],
-                   scheduler, options: SamplingOptions, *, generator: torch.Generator, device: torch.device,
+                   scheduler, options: SamplingOptions, *, generator: Generators, device: torch.device,
                    known: Known | None = None, callback: Callable[[dict], None] | None = None) -> torch.Tensor:
     """Latents of ``shape`` ``[B, S, C, latent_frames, F]``, sampled window by window.
 
@@ -54,7 +54,7 @@ def sample_windows(model_for: Callable[[Known | None], ModelFn], shape: tuple[in
     z = torch.zeros(shape, device=device)
     steps = options.steps
     for w in windows:
-        x = torch.randn((*shape[:3], w.width, shape[4]), generator=generator).to(device)
+        x = noise_like(torch.empty((*shape[:3], w.width, shape[4])), generator).to(device)
         x0 = torch.zeros_like(x)
         mask = torch.zeros(1, shape[1], 1, w.width, 1, device=device)
         if known is not None:

@@ -250,14 +250,104 @@ def precheck_outputs(out: Path, names: list[str], force: bool, format: str = "wa
     check_writable(output_paths(out, names, format).values(), force=force)
 
 
+def parse_seeds(num: int | None, seeds: str | None, seed: int | None, resume: bool) -> list[int] | None:
+    """The seeds of a batch (``--num``/``--seeds``), None for one clip. ``--num`` without ``--seed`` is
+    ``[]``: its seeds start from the one the options draw."""
+    from ..errors import InputError
+    from ..options import MAX_SEED
+
+    if num is None and seeds is None:
+        if resume:
+            raise InputError("--resume: only for a batch", "give --num or --seeds")
+        return None
+    if num is not None and seeds is not None:
+        raise InputError("--num and --seeds: give one of them", "--seeds names every seed itself")
+    if seeds is None:
+        return [] if seed is None else list(range(seed, seed + (num or 1)))
+    if seed is not None:
+        raise InputError("--seed and --seeds: give one of them", "list every seed in --seeds")
+    try:
+        values = [int(v) for v in seeds.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--seeds {seeds}: not a comma-separated list of whole numbers", "write e.g. --seeds 1,5,9") from None
+    if not values or len(set(values)) != len(values) or not all(0 <= v <= MAX_SEED for v in values):
+        raise InputError(f"--seeds {seeds}: give different seeds from 0 to {MAX_SEED}", "write e.g. --seeds 1,5,9")
+    return values
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+
+def batch_inputs(paths: list[Path]) -> dict[str, Path]:
+    """Input files by job name: files as given, folders by their audio files (sorted). A job is named
+    by its file's stem, with folders above it added (``song1_mix``) where stems repeat, as
+    ``a/*/mix.wav`` gives; every name is one safe path component."""
+    from ..names import safe_component
+
+    files = [p for path in paths for p in (sorted(q for q in path.iterdir() if q.suffix.lower() in AUDIO_SUFFIXES)
+                                          if path.is_dir() else [path])]
+    names: dict[str, Path] = {}
+    for depth in range(0, 8):
+        names = {safe_component("_".join([*f.parent.parts[len(f.parent.parts) - depth:], f.stem]) if depth else f.stem, "input"): f
+                 for f in files}
+        if len(names) == len(files):
+            return names
+    return {f"{safe_component(f.stem, 'input')}-{k}": f for k, f in enumerate(files)}
+
+
+class JobReport:
+    """A batch's jobs, each writing into ``out/<name>/``: which are left (``resume`` skips those whose
+    run.json exists), each one's outcome (a JSON line, or one line on stderr), a failed job's one-line
+    error kept while the batch goes on, and at the end a summary and the exit code (0, or the first
+    failure's)."""
+
+    def __init__(self, out: Path, jobs, *, resume: bool, json_out: bool, quiet: bool):
+        names = list(jobs)
+        self.skipped = [n for n in names if resume and (out / n / "run.json").is_file()]
+        self.todo = [n for n in names if n not in self.skipped]
+        self.failed: dict[str, MtldmError] = {}
+        self.written: list[str] = []
+        self.json_out, self.quiet, self.total = json_out, quiet, len(names)
+        if self.skipped:
+            note(f"skipping {len(self.skipped)} finished job(s) (--resume)", quiet or json_out)
+
+    def groups(self, size: int):
+        for i in range(0, len(self.todo), size):
+            yield self.todo[i:i + size]
+
+    def progress(self, group: list[str]) -> str:
+        first = self.todo.index(group[0]) + 1
+        return f"{first}-{first + len(group) - 1} of {len(self.todo)}" if len(group) > 1 else f"{first} of {len(self.todo)}"
+
+    def run(self, name: str, job: Callable[[], None]) -> None:
+        try:
+            job()
+            self.written.append(name)
+        except MtldmError as e:
+            self.failed[name] = e
+            message = e.render(FLAGS)
+            if self.json_out:
+                emit_json({"ok": False, "job": name, "error": message, "exit_code": e.exit_code})
+            err_console.print(f"[bold red]error:[/] {name}: {message}", soft_wrap=True)
+
+    def close(self) -> None:
+        counts = {"jobs": self.total, "written": len(self.written), "skipped": len(self.skipped), "failed": len(self.failed)}
+        if self.json_out:
+            emit_json({"ok": not self.failed, "summary": counts, "failed": sorted(self.failed)})
+        elif not self.quiet:
+            err_console.print(", ".join(f"{v} {k}" for k, v in counts.items()), soft_wrap=True)
+        if self.failed:
+            raise typer.Exit(next(iter(self.failed.values())).exit_code)
+
+
 def finish(output, out: Path, *, command: str, argv_info: dict, force: bool, file_format: tuple[str, str | None],
-           json_out: bool, quiet: bool, started: float, plot: bool = False) -> None:
+           json_out: bool, quiet: bool, started: float, plot: bool = False, job: str | None = None) -> None:
     output.info = output.info | {"command": command, **argv_info,
                                  "total_s": round(time.perf_counter() - started, 3)}
     format, subtype = file_format
     files = output.save(out, force=force, subtype=subtype, format=format, plot=plot)
     if json_out:
-        emit_json({"out": str(out), "files": [str(f) for f in files], "info": output.info})
+        emit_json({**({"job": job} if job else {}), "out": str(out), "files": [str(f) for f in files], "info": output.info})
     elif not quiet:
         names = ", ".join(f.name for f in files)
         layout = "mono" if output.channels == 1 else f"{output.channels} channels"

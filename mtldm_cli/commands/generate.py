@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import (check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
+from .common import (JobReport, parse_seeds, check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
                      OfflineOpt, OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt,
                      StepsOpt, finish, check_sampling_flags, guarded, describe, load_pipeline, precheck_outputs, progress_callback,
                      sampling_options, split_names)
@@ -37,12 +38,16 @@ def generate(
     sample_rate: SampleRateOpt = None,
     channels: ChannelsOpt = None,
     plot: PlotOpt = False,
+    num: Annotated[Optional[int], typer.Option("--num", "-n", min=1, max=10000, help="Make N clips, seeds --seed, --seed+1, ..., each in OUT/seed-<seed>/.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Make one clip per seed (e.g. 1,5,9), each in OUT/seed-<seed>/.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=256, help="With --num/--seeds: clips through the model at once.")] = 4,
+    resume: Annotated[bool, typer.Option("--resume", help="With --num/--seeds: skip the clips already written (their run.json exists).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Generate every stem together, from noise or steered by a text PROMPT.
 
-    Writes <stem>.wav per stem, mix.wav (their sum) and run.json (settings, seed, model) to --out.
+    Writes <stem>.wav per stem, mix.wav (their sum) and run.json (settings, seed, model) to --out. With --num or --seeds, many clips from one model load, batched through the model, each in its own OUT/seed-<seed>/ as soon as it is made (--json: one line per clip, then a summary).
     """
     from ..stems import select
 
@@ -50,15 +55,31 @@ def generate(
     fmt = file_format(format, bit_depth, float_wav)
     names = split_names(stems)
     check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
+    many = parse_seeds(num, seeds, seed, resume)
     check_device(device)
     summary = describe(model, prompt=prompt)
-    if summary:  # refused before torch and the weights load
+    if summary and many is None:  # refused before torch and the weights load
         precheck_outputs(out, select(names, summary.stems), force, fmt[0])
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     options = sampling_options(pipe, "generate", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
+    kwargs: dict[str, Any] = dict(duration=duration, stems=names, output_rate=sample_rate, output_channels=channels)
+    finishing: dict[str, Any] = dict(command="generate", force=force, file_format=fmt, json_out=json_out, quiet=quiet, started=started,
+                     plot=plot)
+    if many is not None:
+        seed_list = many or list(range(options.seed, options.seed + (num or 1)))  # --num alone: from the drawn seed
+        jobs = {f"seed-{s}": s for s in seed_list}
+        report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet)
+        for name in report.todo:
+            precheck_outputs(out / name, select(names, pipe.stems), force, fmt[0])
+        for group in report.groups(batch_size):
+            with progress_callback(f"generating {report.progress(group)}", quiet or json_out) as cb:
+                results = pipe.generate_batch([jobs[n] for n in group], prompt, batch_size=batch_size, options=options,
+                                              callback=cb, **kwargs)
+            for name, result in zip(group, results, strict=True):
+                report.run(name, functools.partial(finish, result, out / name, argv_info={"job": name}, job=name, **finishing))
+        report.close()
+        return
     precheck_outputs(out, select(names, pipe.stems), force, fmt[0])
     with progress_callback("generating", quiet or json_out) as cb:
-        result = pipe.generate(prompt, duration=duration, stems=names, callback=cb, options=options,
-                                output_rate=sample_rate, output_channels=channels)
-    finish(result, out, command="generate", argv_info={}, force=force, file_format=fmt, json_out=json_out,
-           quiet=quiet, started=started, plot=plot)
+        result = pipe.generate(prompt, callback=cb, options=options, **kwargs)
+    finish(result, out, argv_info={}, **finishing)

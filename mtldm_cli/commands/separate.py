@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ..audio import load_audio
 from ..config import METHODS
+from ..errors import InputError
 from ..options import SeparationOptions
-from .common import (check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
+from .common import (JobReport, batch_inputs, check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
                      RevisionOpt, SeedOpt, StepsOpt, finish, guarded, describe, load_pipeline, precheck_outputs,
                      progress_callback)
 
@@ -22,7 +24,7 @@ _D = SeparationOptions.default
 
 @guarded
 def separate(
-    mixture: Annotated[Path, typer.Argument(help="The mixture to separate.", show_default=False)],
+    mixtures: Annotated[list[Path], typer.Argument(help="The mixture to separate; several files or folders (their WAV/FLAC files) make a batch, each into OUT/<name>/.", show_default=False)],
     method: Annotated[Method, typer.Option(help="dirac: pin one stem to the mixture constraint; gaussian: Gaussian likelihood of the mixture; consistency (ours): gaussian plus a mel-domain mixture-consistency gradient through the decoder.")] = Method(_D("method")),
     out: OutOpt = Path("out"),
     model: ModelOpt = "demo",
@@ -45,27 +47,48 @@ def separate(
     sample_rate: SampleRateOpt = None,
     channels: ChannelsOpt = None,
     plot: PlotOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="In a batch: skip the mixtures already separated (their run.json exists).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Separate MIXTURE into one WAV per stem (mix.wav is the sum of the estimates).
+    """Separate MIXTURES into one WAV per stem (mix.wav is the sum of the estimates).
+
+    One mixture writes to --out; several (files, folders, a shell glob) are one batch with one model load, each into OUT/<name>/; a bad file gets its one-line error and the batch goes on (--json: one line per mixture, then a summary).
 
     Latent-space separation is approximate: the latent of a sum is not the sum of latents. Measured methods and limits: docs/separation.md.
     """
     started = time.perf_counter()
     fmt = file_format(format, bit_depth, float_wav)
-    mix = load_audio(mixture)  # read once, before the model loads: a bad file fails at once
+    inputs = batch_inputs(mixtures)
+    if not inputs:
+        raise InputError(f"{', '.join(map(str, mixtures))}: no WAV or FLAC files there", "give mixtures or folders holding them")
+    if len(inputs) == 1 and not mixtures[0].is_dir() and not resume:
+        inputs = {}
+        mix = load_audio(mixtures[0])  # read once, before the model loads: a bad file fails at once
     flags = dict(method=method.value, steps=steps, s_churn=churn, resamples=resamples, sigma_max=sigma_max,
                  sigma_min=sigma_min, gamma=gamma, consistency=consistency, wiener=wiener, seed=seed)
     SeparationOptions.check_given(**flags)
     check_device(device)
     summary = describe(model)
-    if summary:  # refused before torch and the weights load
+    if summary and not inputs:  # refused before torch and the weights load
         precheck_outputs(out, list(summary.stems), force, fmt[0])
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     options = pipe.separation_options(**flags)
-    precheck_outputs(out, list(pipe.stems), force, fmt[0])
-    with progress_callback(f"separating ({method.value})", quiet or json_out) as cb:
-        result = pipe.separate(mix, options=options, callback=cb, output_rate=sample_rate, output_channels=channels)
-    finish(result, out, command="separate", argv_info={}, force=force, file_format=fmt, json_out=json_out,
-           quiet=quiet, started=started, plot=plot)
+    finishing: dict[str, Any] = dict(command="separate", force=force, file_format=fmt, json_out=json_out, quiet=quiet,
+                                     started=started, plot=plot)
+
+    def one(path: Path | None, folder: Path, job: str | None = None) -> None:
+        audio = mix if path is None else load_audio(path)
+        precheck_outputs(folder, list(pipe.stems), force, fmt[0])
+        label = f"separating {job} ({method.value})" if job else f"separating ({method.value})"
+        with progress_callback(label, quiet or json_out) as cb:
+            result = pipe.separate(audio, options=options, callback=cb, output_rate=sample_rate, output_channels=channels)
+        finish(result, folder, argv_info={"mixture": str(path)} if job else {}, job=job, **finishing)
+
+    if not inputs:
+        one(None, out)
+        return
+    report = JobReport(out, inputs, resume=resume, json_out=json_out, quiet=quiet)
+    for name in report.todo:
+        report.run(name, functools.partial(one, inputs[name], out / name, name))
+    report.close()

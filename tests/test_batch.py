@@ -1,0 +1,83 @@
+"""Issue 18's batch mode: many jobs from one model load, each in its own folder, a bad one reported
+while the rest go on, finished ones skipped on --resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .conftest import assert_one_line_error
+
+FAST = ("--steps", "2", "--duration", "1")
+
+
+def _lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_generate_many_is_batched_and_each_clip_is_what_its_seed_gives_alone(cli, tmp_path):
+    out = tmp_path / "many"
+    r = cli("generate", "--num", "3", "--seed", "5", "--batch-size", "2", *FAST, "--prompt", "funk", "--out", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    lines = _lines(r.stdout)
+    assert [d.get("job") for d in lines[:-1]] == ["seed-5", "seed-6", "seed-7"] and all(d["ok"] for d in lines)
+    assert lines[-1]["summary"] == {"jobs": 3, "written": 3, "skipped": 0, "failed": 0}
+    assert [json.loads((out / f"seed-{s}" / "run.json").read_text())["batch"] for s in (5, 6, 7)] == [2, 2, 1]
+    alone = tmp_path / "alone"
+    assert cli("generate", "--seed", "6", *FAST, "--prompt", "funk", "--out", alone, "--float", "-q").exit_code == 0
+    r = cli("generate", "--seeds", "6", *FAST, "--prompt", "funk", "--out", tmp_path / "one", "--float", "-q")
+    assert r.exit_code == 0, r.stderr
+    batched = cli("generate", "--seeds", "9,6", *FAST, "--prompt", "funk", "--out", tmp_path / "two", "--float", "-q")
+    assert batched.exit_code == 0, batched.stderr
+    for stem in ("bass", "drums", "guitar", "piano"):
+        ref = sf.read(alone / f"{stem}.wav")[0]
+        np.testing.assert_array_equal(sf.read(tmp_path / "one" / "seed-6" / f"{stem}.wav")[0], ref)
+        np.testing.assert_allclose(sf.read(tmp_path / "two" / "seed-6" / f"{stem}.wav")[0], ref, atol=1e-5)
+
+
+def test_resume_skips_finished_clips_and_rewrites_nothing(cli, tmp_path):
+    out = tmp_path / "o"
+    assert cli("generate", "--seeds", "1,2", *FAST, "--out", out, "-q").exit_code == 0
+    before = (out / "seed-1" / "mix.wav").read_bytes()
+    shutil.rmtree(out / "seed-2")
+    r = cli("generate", "--seeds", "1,2,3", *FAST, "--out", out, "--resume", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert _lines(r.stdout)[-1]["summary"] == {"jobs": 3, "written": 2, "skipped": 1, "failed": 0}
+    assert (out / "seed-1" / "mix.wav").read_bytes() == before and (out / "seed-3" / "run.json").is_file()
+    assert_one_line_error(cli("generate", "--seeds", "1,2", *FAST, "--out", out), 4, "already exists")
+
+
+def test_separate_many_reports_a_bad_file_and_goes_on(cli, stem_dir, tmp_path):
+    songs = tmp_path / "songs"
+    for name in ("a", "b"):
+        (songs / name).mkdir(parents=True)
+        shutil.copy(stem_dir / "mix.wav", songs / name / "mix.wav")
+    (songs / "bad").mkdir()
+    (songs / "bad" / "mix.wav").write_bytes(b"not audio")
+    files = [songs / "a" / "mix.wav", songs / "bad" / "mix.wav", songs / "b" / "mix.wav"]
+    out = tmp_path / "separated"
+    r = cli("separate", *files, "--steps", "2", "--resamples", "1", "--out", out, "--json")
+    assert r.exit_code == 2
+    lines = _lines(r.stdout)
+    assert [(d["job"], d["ok"]) for d in lines[:-1]] == [("a_mix", True), ("bad_mix", False), ("b_mix", True)]
+    assert "not a readable audio file" in lines[1]["error"] and lines[-1]["failed"] == ["bad_mix"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_mix", "b_mix"]
+    (songs / "bad" / "mix.wav").unlink()
+    shutil.copy(stem_dir / "mix.wav", songs / "bad" / "mix.wav")
+    r = cli("separate", *files, "--steps", "2", "--resamples", "1", "--out", out, "--resume", "--json")
+    assert r.exit_code == 0 and _lines(r.stdout)[-1]["summary"]["written"] == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--num", "2", "--seeds", "1,2"], "give one of them"),
+    (["--seed", "1", "--seeds", "1,2"], "give one of them"),
+    (["--seeds", "1,1"], "different seeds"),
+    (["--seeds", "a,b"], "comma-separated"),
+    (["--resume"], "only for a batch"),
+])
+def test_bad_batch_flags_are_one_line(cli, tmp_path, args, needle):
+    assert_one_line_error(cli("generate", *args, "--out", tmp_path / "o"), 2, needle)
