@@ -40,7 +40,6 @@ def load_components(folder: str | os.PathLike) -> Components:
     """Every component of a model folder, frozen in eval mode; one ModelError if any is unreadable."""
     from diffusers import AutoencoderKL, DDIMScheduler
     from safetensors import SafetensorError
-    from transformers import ClapModel, ClapProcessor
 
     from .model import MultiTrackUNet
 
@@ -55,7 +54,9 @@ def load_components(folder: str | os.PathLike) -> Components:
             vocoder=load_vocoder(config, folder / "vocoder"),
             scheduler=DDIMScheduler.from_pretrained(folder / "scheduler"),
         )
-        if config.conditioning == "clap":
+        if config.conditioning == "clap":  # transformers' CLAP is imported only for a model that has one
+            from transformers import ClapModel, ClapProcessor
+
             parts.clap = ClapModel.from_pretrained(folder / "clap")
             parts.clap_processor = ClapProcessor.from_pretrained(folder / "clap")
     except ValidationError as e:  # a config file that parses but says something impossible

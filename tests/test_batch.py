@@ -81,3 +81,21 @@ def test_separate_many_reports_a_bad_file_and_goes_on(cli, stem_dir, tmp_path):
 ])
 def test_bad_batch_flags_are_one_line(cli, tmp_path, args, needle):
     assert_one_line_error(cli("generate", *args, "--out", tmp_path / "o"), 2, needle)
+
+
+@pytest.mark.slow
+def test_help_and_models_need_no_torch_and_a_model_without_clap_no_clap_code():
+    """`mtldm models` imported torch (850 MB, seconds) to check a cache; an unconditional model
+    imported transformers' CLAP."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from mtldm_cli.cli import app\n"
+            "for args in (['--help'], ['models'], ['generate', '--help']):\n"
+            "    assert CliRunner().invoke(app, args).exit_code == 0\n"
+            "print('torch' in sys.modules)\n"
+            "from mtldm_cli import MultiTrackPipeline\n"
+            "MultiTrackPipeline.from_pretrained('tiny-random-uncond', device='cpu')\n"
+            "print(any(m.startswith('transformers.models.clap') for m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["False", "False"], done.stderr
