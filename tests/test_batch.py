@@ -99,3 +99,30 @@ def test_help_and_models_need_no_torch_and_a_model_without_clap_no_clap_code():
             "print(any(m.startswith('transformers.models.clap') for m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+@pytest.mark.slow  # two processes under accelerate launch
+def test_a_batch_under_accelerate_launch_splits_the_jobs_and_merges_one_report(stem_dir, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    songs = [tmp_path / f"song{k}.wav" for k in range(3)]
+    for song in songs:
+        shutil.copy(stem_dir / "mix.wav", song)
+    out = tmp_path / "sep"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "mtldm_cli", "separate", *map(str, songs),
+           "--model", "tiny-random", "--steps", "2", "--resamples", "1", "--out", str(out), "--json", "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = _lines(done.stdout)  # only the first process prints: every job once, in order, then the summary
+    assert [d["job"] for d in lines[:-1]] == ["song0", "song1", "song2"]
+    assert lines[-1]["summary"]["written"] == 3 and lines[-1]["processes"] == 2
+    runs = [json.loads((out / f"song{k}" / "run.json").read_text()) for k in range(3)]
+    assert all(r["task"] == "separate" for r in runs)

@@ -171,12 +171,30 @@ def describe(model: str, *, prompt: str | None = None, reference: bool = False):
     return summary
 
 
+def process_state(on_gpu: bool):
+    """accelerate's view of this process when launched as one of several (``accelerate launch``,
+    torchrun: ``WORLD_SIZE`` > 1), else None. Off the GPU its processes meet over gloo."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=not on_gpu)
+
+
 def load_pipeline(model: str, device: Device, *, revision=None, offline=False, quiet=False):
     from ..pipeline import MultiTrackPipeline
 
+    where = device.value
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device == Device.auto:  # one GPU a process
+        import torch
+
+        where = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+    # the process group starts only after this (JobReport): with one running, transformers' and
+    # diffusers' save_pretrained write nothing on ranks but the first, and a model built, converted
+    # or downloaded here by another rank would be left incomplete
     with err_console.status(f"loading {model}", spinner="dots") if not quiet else nullcontext():
         pipe = MultiTrackPipeline.from_pretrained(
-            model, device=device.value, revision=revision, offline=offline or None,
+            model, device=where, revision=revision, offline=offline or None,
             progress=lambda m: note(m, quiet),
         )
     note(f"model {pipe.config.name} on {pipe.device}", quiet)
@@ -299,17 +317,27 @@ class JobReport:
     """A batch's jobs, each writing into ``out/<name>/``: which are left (``resume`` skips those whose
     run.json exists), each one's outcome (a JSON line, or one line on stderr), a failed job's one-line
     error kept while the batch goes on, and at the end a summary and the exit code (0, or the first
-    failure's)."""
+    failure's). Launched as several processes (``accelerate launch``, torchrun), each takes its share
+    of the jobs (accelerate's ``split_between_processes``) and the first prints one merged report."""
 
-    def __init__(self, out: Path, jobs, *, resume: bool, json_out: bool, quiet: bool):
-        names = list(jobs)
-        self.skipped = [n for n in names if resume and (out / n / "run.json").is_file()]
-        self.todo = [n for n in names if n not in self.skipped]
-        self.failed: dict[str, MtldmError] = {}
+    def __init__(self, out: Path, jobs, *, resume: bool, json_out: bool, quiet: bool, on_gpu: bool = False):
+        self.names = list(jobs)
+        self.skipped = [n for n in self.names if resume and (out / n / "run.json").is_file()]
+        self.todo = [n for n in self.names if n not in self.skipped]
+        self.state = process_state(on_gpu)
+        if self.state is not None:
+            with self.state.split_between_processes(self.todo) as mine:
+                self.todo = list(mine)
+        self.failed: dict[str, int] = {}
         self.written: list[str] = []
-        self.json_out, self.quiet, self.total = json_out, quiet, len(names)
+        self.docs: list[dict] = []
+        self.json_out, self.quiet = json_out, quiet
         if self.skipped:
-            note(f"skipping {len(self.skipped)} finished job(s) (--resume)", quiet or json_out)
+            note(f"skipping {len(self.skipped)} finished job(s) (--resume)", quiet or json_out or not self.main)
+
+    @property
+    def main(self) -> bool:
+        return self.state is None or self.state.is_main_process
 
     def groups(self, size: int):
         for i in range(0, len(self.todo), size):
@@ -319,35 +347,56 @@ class JobReport:
         first = self.todo.index(group[0]) + 1
         return f"{first}-{first + len(group) - 1} of {len(self.todo)}" if len(group) > 1 else f"{first} of {len(self.todo)}"
 
+    def emit(self, doc: dict) -> None:
+        """A job's JSON line: printed now, or, with several processes, by the first at the end."""
+        if self.state is None:
+            emit_json(doc)
+        else:
+            self.docs.append(doc)
+
     def run(self, name: str, job: Callable[[], None]) -> None:
         try:
             job()
             self.written.append(name)
         except MtldmError as e:
-            self.failed[name] = e
+            self.failed[name] = e.exit_code
             message = e.render(FLAGS)
             if self.json_out:
-                emit_json({"ok": False, "job": name, "error": message, "exit_code": e.exit_code})
+                self.emit({"ok": False, "job": name, "error": message, "exit_code": e.exit_code})
             err_console.print(f"[bold red]error:[/] {name}: {message}", soft_wrap=True)
 
     def close(self) -> None:
-        counts = {"jobs": self.total, "written": len(self.written), "skipped": len(self.skipped), "failed": len(self.failed)}
-        if self.json_out:
-            emit_json({"ok": not self.failed, "summary": counts, "failed": sorted(self.failed)})
-        elif not self.quiet:
+        docs, written, failed = self.docs, self.written, self.failed
+        if self.state is not None:
+            from accelerate.utils import gather_object
+
+            parts = gather_object([(self.docs, self.written, self.failed)])
+            order = {n: i for i, n in enumerate(self.names)}
+            docs = sorted((d for p in parts for d in p[0]), key=lambda d: order.get(d.get("job", ""), 0))
+            written = [n for p in parts for n in p[1]]
+            failed = {n: c for p in parts for n, c in p[2].items()}
+            failed = {n: failed[n] for n in sorted(failed, key=order.__getitem__)}
+        counts = {"jobs": len(self.names), "written": len(written), "skipped": len(self.skipped), "failed": len(failed)}
+        if self.main and self.json_out:
+            for doc in docs:
+                emit_json(doc)
+            emit_json({"ok": not failed, "summary": counts, "failed": list(failed)}
+                      | ({"processes": self.state.num_processes} if self.state is not None else {}))
+        elif self.main and not self.quiet:
             err_console.print(", ".join(f"{v} {k}" for k, v in counts.items()), soft_wrap=True)
-        if self.failed:
-            raise typer.Exit(next(iter(self.failed.values())).exit_code)
+        if failed:
+            raise typer.Exit(next(iter(failed.values())))
 
 
 def finish(output, out: Path, *, command: str, argv_info: dict, force: bool, file_format: tuple[str, str | None],
-           json_out: bool, quiet: bool, started: float, plot: bool = False, job: str | None = None) -> None:
+           json_out: bool, quiet: bool, started: float, plot: bool = False, job: str | None = None,
+           emit: Callable[[dict], None] = emit_json) -> None:
     output.info = output.info | {"command": command, **argv_info,
                                  "total_s": round(time.perf_counter() - started, 3)}
     format, subtype = file_format
     files = output.save(out, force=force, subtype=subtype, format=format, plot=plot)
     if json_out:
-        emit_json({**({"job": job} if job else {}), "out": str(out), "files": [str(f) for f in files], "info": output.info})
+        emit({**({"job": job} if job else {}), "out": str(out), "files": [str(f) for f in files], "info": output.info})
     elif not quiet:
         names = ", ".join(f.name for f in files)
         layout = "mono" if output.channels == 1 else f"{output.channels} channels"

@@ -68,7 +68,8 @@ def generate(
     if many is not None:
         seed_list = many or list(range(options.seed, options.seed + (num or 1)))  # --num alone: from the drawn seed
         jobs = {f"seed-{s}": s for s in seed_list}
-        report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet)
+        report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet,
+                           on_gpu=pipe.device.type == "cuda")
         for name in report.todo:
             precheck_outputs(out / name, select(names, pipe.stems), force, fmt[0])
         for group in report.groups(batch_size):
@@ -76,7 +77,8 @@ def generate(
                 results = pipe.generate_batch([jobs[n] for n in group], prompt, batch_size=batch_size, options=options,
                                               callback=cb, **kwargs)
             for name, result in zip(group, results, strict=True):
-                report.run(name, functools.partial(finish, result, out / name, argv_info={"job": name}, job=name, **finishing))
+                report.run(name, functools.partial(finish, result, out / name, argv_info={"job": name}, job=name,
+                                             emit=report.emit, **finishing))
         report.close()
         return
     precheck_outputs(out, select(names, pipe.stems), force, fmt[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 import time
 from enum import Enum
 from pathlib import Path
@@ -14,7 +15,7 @@ from ..audio import load_audio
 from ..config import METHODS
 from ..errors import InputError
 from ..options import SeparationOptions
-from .common import (JobReport, batch_inputs, check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
+from .common import (emit_json, JobReport, batch_inputs, check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
                      RevisionOpt, SeedOpt, StepsOpt, finish, guarded, describe, load_pipeline, precheck_outputs,
                      progress_callback)
 
@@ -77,18 +78,19 @@ def separate(
     finishing: dict[str, Any] = dict(command="separate", force=force, file_format=fmt, json_out=json_out, quiet=quiet,
                                      started=started, plot=plot)
 
-    def one(path: Path | None, folder: Path, job: str | None = None) -> None:
+    def one(path: Path | None, folder: Path, job: str | None = None, emit: Callable[[dict], None] = emit_json) -> None:
         audio = mix if path is None else load_audio(path)
         precheck_outputs(folder, list(pipe.stems), force, fmt[0])
         label = f"separating {job} ({method.value})" if job else f"separating ({method.value})"
         with progress_callback(label, quiet or json_out) as cb:
             result = pipe.separate(audio, options=options, callback=cb, output_rate=sample_rate, output_channels=channels)
-        finish(result, folder, argv_info={"mixture": str(path)} if job else {}, job=job, **finishing)
+        finish(result, folder, argv_info={"mixture": str(path)} if job else {}, job=job, emit=emit, **finishing)
 
     if not inputs:
         one(None, out)
         return
-    report = JobReport(out, inputs, resume=resume, json_out=json_out, quiet=quiet)
+    report = JobReport(out, inputs, resume=resume, json_out=json_out, quiet=quiet,
+                           on_gpu=pipe.device.type == "cuda")
     for name in report.todo:
-        report.run(name, functools.partial(one, inputs[name], out / name, name))
+        report.run(name, functools.partial(one, inputs[name], out / name, name, report.emit))
     report.close()
