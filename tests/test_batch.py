@@ -126,3 +126,43 @@ def test_a_batch_under_accelerate_launch_splits_the_jobs_and_merges_one_report(s
     assert lines[-1]["summary"]["written"] == 3 and lines[-1]["processes"] == 2
     runs = [json.loads((out / f"song{k}" / "run.json").read_text()) for k in range(3)]
     assert all(r["task"] == "separate" for r in runs)
+
+
+def test_manifests_give_each_job_its_own_inputs_and_options(cli, stem_dir, tmp_path):
+    """JSON Lines or CSV, one job a line: paths relative to the manifest, a bad line its own error."""
+    for s in ("bass", "drums", "mix"):
+        shutil.copy(stem_dir / f"{s}.wav", tmp_path / f"{s}.wav")
+    (tmp_path / "gen.jsonl").write_text(
+        '{"name": "slow", "seed": 1, "steps": 3, "duration": 1}\n# comment\n'
+        '{"seed": 2, "steps": 2, "duration": 1, "prompt": "funk"}\n{"name": "bad", "steps": 0}\n')
+    r = cli("generate", "--manifest", tmp_path / "gen.jsonl", "--out", tmp_path / "g", "--json")
+    lines = _lines(r.stdout)
+    assert r.exit_code == 2 and [(d["job"], d["ok"]) for d in lines[:-1]] == [("slow", True), ("job-0002", True), ("bad", False)]
+    runs = {n: json.loads((tmp_path / "g" / n / "run.json").read_text()) for n in ("slow", "job-0002")}
+    assert runs["slow"]["options"]["steps"] == 3 and runs["job-0002"]["prompt"] == "funk"
+    assert runs["job-0002"]["options"]["seed"] == 2
+    (tmp_path / "sep.csv").write_text("name,mixture,steps,resamples\none,mix.wav,2,1\n")
+    r = cli("separate", "--manifest", tmp_path / "sep.csv", "--out", tmp_path / "s", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "s" / "one" / "run.json").read_text())["options"]["resamples"] == 1
+    (tmp_path / "arr.jsonl").write_text('{"name": "a", "given": ["bass.wav"], "want": "piano", "steps": 2}\n'
+                                        '{"name": "b", "given": {"bass": "bass.wav", "drums": "drums.wav"}, "steps": 2}\n')
+    r = cli("arrange", "--manifest", tmp_path / "arr.jsonl", "--out", tmp_path / "a", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.stem for p in (tmp_path / "a" / "a").glob("*.wav")) == ["bass", "mix", "piano"]
+    assert json.loads((tmp_path / "a" / "b" / "run.json").read_text())["given"] == ["bass", "drums"]
+    (tmp_path / "cond.jsonl").write_text('{"ref": "mix.wav", "steps": 2, "duration": 1}\n')
+    r = cli("condition", "--manifest", tmp_path / "cond.jsonl", "--out", tmp_path / "c", "--json")
+    assert r.exit_code == 0 and (tmp_path / "c" / "job-0001" / "run.json").is_file()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('{"seed": 1, "colour": "red"}\n', "unknown key(s) colour"),
+    ('{"name": "x", "seed": 1}\n{"name": "x", "seed": 2}\n', "job name 'x' repeats"),
+    ('{"seed": 1}\nnot json\n', ":2: not a JSON object"),
+    ("", "holds no jobs"),
+])
+def test_a_malformed_manifest_is_refused_before_any_job(cli, tmp_path, text, needle):
+    (tmp_path / "m.jsonl").write_text(text)
+    assert_one_line_error(cli("generate", "--manifest", tmp_path / "m.jsonl", "--out", tmp_path / "o"), 2, needle)
+    assert not (tmp_path / "o").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from pathlib import Path
@@ -9,7 +10,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import (check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
+from ..errors import InputError
+
+from .manifest import read_manifest
+from .common import (JobReport, check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
                      OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
                      check_sampling_flags, guarded, describe, load_pipeline, note, precheck_outputs, progress_callback, sampling_options,
                      split_names)
@@ -47,6 +51,8 @@ def arrange(
     sample_rate: SampleRateOpt = None,
     channels: ChannelsOpt = None,
     plot: PlotOpt = False,
+    manifest: Annotated[Optional[Path], typer.Option(help="A batch from a JSON Lines or CSV file: one arrangement a line (keys: name, given, want, prompt, seed, steps, guidance, ...; docs/usage.md).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="With --manifest: skip the jobs already written (their run.json exists).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -61,6 +67,16 @@ def arrange(
 
     started = time.perf_counter()
     fmt = file_format(format, bit_depth, float_wav)
+    if manifest or resume:
+        if not manifest or given or files:
+            raise InputError("--manifest: give the stems there, or on the command line without it", "one of them")
+        flags = dict(preset=preset and preset.value, sampler=sampler and sampler.value, steps=steps, guidance=guidance,
+                     eta=eta, seed=seed, resample=resample, reconstruction=reconstruction)
+        _arrange_many(read_manifest(manifest, JOB_KEYS), flags, prompt=prompt, want=split_names(want), out=out, model=model,
+                      device=device, revision=revision, offline=offline, resume=resume, json_out=json_out, quiet=quiet,
+                      finishing=dict(command="arrange", force=force, file_format=fmt, json_out=json_out, quiet=quiet,
+                                     started=started, plot=plot), output=dict(output_rate=sample_rate, output_channels=channels))
+        return
     items = [_split(item) for item in [*(given or []), *(files or [])]]
     # --want guitar piano leaves "piano" among the files: a word that names stems and no file is wanted
     bare = [p for stem, p in items if stem is None and re.fullmatch(r"[A-Za-z,]+", p) and not Path(p).exists()]
@@ -95,3 +111,29 @@ def arrange(
                               output_rate=sample_rate, output_channels=channels)
     finish(result, out, command="arrange", argv_info={"given_files": given_files},
            force=force, file_format=fmt, json_out=json_out, quiet=quiet, started=started, plot=plot)
+
+
+JOB_KEYS = {"given", "want", "prompt", "seed", "steps", "guidance", "eta", "sampler", "preset", "resample", "reconstruction"}
+
+
+def _arrange_many(jobs: dict[str, dict[str, Any]], flags: dict[str, Any], *, prompt: str | None, want: list[str] | None,
+                  out: Path, model: str, device: Device, revision: str | None, offline: bool, resume: bool, json_out: bool,
+                  quiet: bool, finishing: dict[str, Any], output: dict[str, Any]) -> None:
+    """A manifest's arrangements from one model load, each into ``out/<name>/`` (its own options over the flags)."""
+    check_device(device)
+    describe(model, prompt=prompt)
+    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
+
+    def one(name: str, report: JobReport, given: Any = None, want: list[str] | None = want, prompt: str | None = prompt,
+            **own: Any) -> None:
+        if not given:
+            raise InputError("the job gives no stems", "add 'given' to its line")
+        opts = pipe.sampling_options("arrange", **(flags | own))
+        with progress_callback(f"arranging {name}", quiet or json_out) as cb:
+            result = pipe.arrange(given, want, prompt=prompt, callback=cb, options=opts, **output)
+        finish(result, out / name, argv_info={"job": name}, job=name, emit=report.emit, **finishing)
+
+    report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda")
+    for name in report.todo:
+        report.run(name, functools.partial(one, name, report, **jobs[name]))
+    report.close()

@@ -9,6 +9,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..errors import InputError
+
+from .manifest import read_manifest
 from .common import (JobReport, parse_seeds, check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
                      OfflineOpt, OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt,
                      StepsOpt, finish, check_sampling_flags, guarded, describe, load_pipeline, precheck_outputs, progress_callback,
@@ -41,7 +44,8 @@ def generate(
     num: Annotated[Optional[int], typer.Option("--num", "-n", min=1, max=10000, help="Make N clips, seeds --seed, --seed+1, ..., each in OUT/seed-<seed>/.")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Make one clip per seed (e.g. 1,5,9), each in OUT/seed-<seed>/.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=256, help="With --num/--seeds: clips through the model at once.")] = 4,
-    resume: Annotated[bool, typer.Option("--resume", help="With --num/--seeds: skip the clips already written (their run.json exists).")] = False,
+    manifest: Annotated[Optional[Path], typer.Option(help="A batch from a JSON Lines or CSV file: one clip a line with its own options (keys: name, prompt, seed, duration, steps, guidance, eta, sampler, preset; docs/usage.md).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="With --num/--seeds/--manifest: skip the clips already written (their run.json exists).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -55,7 +59,10 @@ def generate(
     fmt = file_format(format, bit_depth, float_wav)
     names = split_names(stems)
     check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
-    many = parse_seeds(num, seeds, seed, resume)
+    many = parse_seeds(num, seeds, seed, resume and not manifest)
+    if manifest and many is not None:
+        raise InputError("--manifest and --num/--seeds: give one of them", "a manifest line may name its seed")
+    listed = read_manifest(manifest, JOB_KEYS) if manifest else None
     check_device(device)
     summary = describe(model, prompt=prompt)
     if summary and many is None:  # refused before torch and the weights load
@@ -65,6 +72,23 @@ def generate(
     kwargs: dict[str, Any] = dict(duration=duration, stems=names, output_rate=sample_rate, output_channels=channels)
     finishing: dict[str, Any] = dict(command="generate", force=force, file_format=fmt, json_out=json_out, quiet=quiet, started=started,
                      plot=plot)
+    if listed is not None:
+        flags = dict(preset=preset and preset.value, sampler=sampler and sampler.value, steps=steps, guidance=guidance,
+                     eta=eta, seed=seed)
+
+        def one(name: str, report: JobReport, prompt: str | None = prompt, duration: float | None = duration,
+                **own: Any) -> None:
+            opts = pipe.sampling_options("generate", **(flags | own))
+            precheck_outputs(out / name, select(names, pipe.stems), force, fmt[0])
+            with progress_callback(f"generating {name}", quiet or json_out) as cb:
+                result = pipe.generate(prompt, callback=cb, options=opts, **(kwargs | {"duration": duration}))
+            finish(result, out / name, argv_info={"job": name}, job=name, emit=report.emit, **finishing)
+
+        report = JobReport(out, listed, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda")
+        for name in report.todo:
+            report.run(name, functools.partial(one, name, report, **listed[name]))
+        report.close()
+        return
     if many is not None:
         seed_list = many or list(range(options.seed, options.seed + (num or 1)))  # --num alone: from the drawn seed
         jobs = {f"seed-{s}": s for s in seed_list}
@@ -85,3 +109,6 @@ def generate(
     with progress_callback("generating", quiet or json_out) as cb:
         result = pipe.generate(prompt, callback=cb, options=options, **kwargs)
     finish(result, out, argv_info={}, **finishing)
+
+
+JOB_KEYS = {"prompt", "seed", "duration", "steps", "guidance", "eta", "sampler", "preset"}

@@ -15,6 +15,7 @@ from ..audio import load_audio
 from ..config import METHODS
 from ..errors import InputError
 from ..options import SeparationOptions
+from .manifest import read_manifest
 from .common import (emit_json, JobReport, batch_inputs, check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
                      RevisionOpt, SeedOpt, StepsOpt, finish, guarded, describe, load_pipeline, precheck_outputs,
                      progress_callback)
@@ -25,7 +26,7 @@ _D = SeparationOptions.default
 
 @guarded
 def separate(
-    mixtures: Annotated[list[Path], typer.Argument(help="The mixture to separate; several files or folders (their WAV/FLAC files) make a batch, each into OUT/<name>/.", show_default=False)],
+    mixtures: Annotated[Optional[list[Path]], typer.Argument(help="The mixture to separate; several files or folders (their WAV/FLAC files) make a batch, each into OUT/<name>/.", show_default=False)] = None,
     method: Annotated[Method, typer.Option(help="dirac: pin one stem to the mixture constraint; gaussian: Gaussian likelihood of the mixture; consistency (ours): gaussian plus a mel-domain mixture-consistency gradient through the decoder.")] = Method(_D("method")),
     out: OutOpt = Path("out"),
     model: ModelOpt = "demo",
@@ -48,6 +49,7 @@ def separate(
     sample_rate: SampleRateOpt = None,
     channels: ChannelsOpt = None,
     plot: PlotOpt = False,
+    manifest: Annotated[Optional[Path], typer.Option(help="A batch from a JSON Lines or CSV file: one job a line, its mixture and its own options (keys: name, mixture, method, steps, s_churn, resamples, gamma, ...; docs/usage.md).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="In a batch: skip the mixtures already separated (their run.json exists).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -60,37 +62,52 @@ def separate(
     """
     started = time.perf_counter()
     fmt = file_format(format, bit_depth, float_wav)
-    inputs = batch_inputs(mixtures)
-    if not inputs:
-        raise InputError(f"{', '.join(map(str, mixtures))}: no WAV or FLAC files there", "give mixtures or folders holding them")
-    if len(inputs) == 1 and not mixtures[0].is_dir() and not resume:
-        inputs = {}
-        mix = load_audio(mixtures[0])  # read once, before the model loads: a bad file fails at once
+    if bool(mixtures) == bool(manifest):
+        raise InputError("give the mixtures or a --manifest (one of them)", "see mtldm separate --help")
+    jobs = read_manifest(manifest, JOB_KEYS) if manifest else {n: {"mixture": p} for n, p in batch_inputs(mixtures or []).items()}
+    if not jobs:
+        raise InputError(f"{', '.join(map(str, mixtures or []))}: no WAV or FLAC files there", "give mixtures or folders holding them")
+    single = bool(mixtures) and len(jobs) == 1 and not resume and not (mixtures or [Path()])[0].is_dir()
+    if single:
+        mix = load_audio(jobs.pop(next(iter(jobs)))["mixture"])  # read once, before the model loads: a bad file fails at once
     flags = dict(method=method.value, steps=steps, s_churn=churn, resamples=resamples, sigma_max=sigma_max,
                  sigma_min=sigma_min, gamma=gamma, consistency=consistency, wiener=wiener, seed=seed)
     SeparationOptions.check_given(**flags)
     check_device(device)
     summary = describe(model)
-    if summary and not inputs:  # refused before torch and the weights load
+    if summary and single:  # refused before torch and the weights load
         precheck_outputs(out, list(summary.stems), force, fmt[0])
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
     options = pipe.separation_options(**flags)
     finishing: dict[str, Any] = dict(command="separate", force=force, file_format=fmt, json_out=json_out, quiet=quiet,
                                      started=started, plot=plot)
 
-    def one(path: Path | None, folder: Path, job: str | None = None, emit: Callable[[dict], None] = emit_json) -> None:
-        audio = mix if path is None else load_audio(path)
+    def one(folder: Path, job: str | None = None, emit: Callable[[dict], None] = emit_json, mixture: Path | None = None,
+            **own: Any) -> None:
+        """One mixture; a job's ``own`` options over the command line's."""
+        audio = mix if mixture is None else load_audio(mixture)
+        opts = pipe.separation_options(**(flags | own)) if own else options
         precheck_outputs(folder, list(pipe.stems), force, fmt[0])
-        label = f"separating {job} ({method.value})" if job else f"separating ({method.value})"
+        label = f"separating {job} ({opts.method})" if job else f"separating ({opts.method})"
         with progress_callback(label, quiet or json_out) as cb:
-            result = pipe.separate(audio, options=options, callback=cb, output_rate=sample_rate, output_channels=channels)
-        finish(result, folder, argv_info={"mixture": str(path)} if job else {}, job=job, emit=emit, **finishing)
+            result = pipe.separate(audio, options=opts, callback=cb, output_rate=sample_rate, output_channels=channels)
+        finish(result, folder, argv_info={"mixture": str(mixture)} if job else {}, job=job, emit=emit, **finishing)
 
-    if not inputs:
-        one(None, out)
+    if single:
+        one(out)
         return
-    report = JobReport(out, inputs, resume=resume, json_out=json_out, quiet=quiet,
-                           on_gpu=pipe.device.type == "cuda")
+    report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda")
     for name in report.todo:
-        report.run(name, functools.partial(one, inputs[name], out / name, name, report.emit))
+        if "mixture" not in jobs[name]:
+            report.run(name, functools.partial(_missing, "mixture"))
+            continue
+        report.run(name, functools.partial(one, out / name, name, report.emit, **jobs[name]))
     report.close()
+
+
+JOB_KEYS = {"mixture", "method", "steps", "s_churn", "resamples", "sigma_max", "sigma_min", "gamma", "consistency", "wiener",
+            "seed"}
+
+
+def _missing(key: str) -> None:
+    raise InputError(f"the job gives no {key}", f"add a {key} to its line")
