@@ -166,3 +166,17 @@ def test_a_malformed_manifest_is_refused_before_any_job(cli, tmp_path, text, nee
     (tmp_path / "m.jsonl").write_text(text)
     assert_one_line_error(cli("generate", "--manifest", tmp_path / "m.jsonl", "--out", tmp_path / "o"), 2, needle)
     assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_scores_a_batch_of_folders_and_averages_them(cli, stem_dir, tmp_path):
+    est, ref = tmp_path / "est", tmp_path / "ref"
+    for name in ("a", "b"):
+        shutil.copytree(stem_dir, ref / name)
+        shutil.copytree(stem_dir, est / name)
+    (est / "b" / "piano.wav").unlink()  # a job that cannot be scored
+    r = cli("evaluate", "--est", est, "--ref", ref, "--window", "1", "--hop", "0.5", "--json")
+    assert r.exit_code == 2
+    lines = _lines(r.stdout)
+    assert [(d["job"], d["ok"]) for d in lines[:-1]] == [("a", True), ("b", False)]
+    assert lines[0]["stems"]["bass"]["si_sdri"] > 40 and "no estimate for stem(s) piano" in lines[1]["error"]
+    assert lines[-1]["mean_si_sdri"]["bass"] == pytest.approx(lines[0]["stems"]["bass"]["si_sdri"], abs=1e-3)

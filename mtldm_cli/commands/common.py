@@ -365,7 +365,7 @@ class JobReport:
                 self.emit({"ok": False, "job": name, "error": message, "exit_code": e.exit_code})
             err_console.print(f"[bold red]error:[/] {name}: {message}", soft_wrap=True)
 
-    def close(self) -> None:
+    def close(self, extra: dict | None = None) -> None:
         docs, written, failed = self.docs, self.written, self.failed
         if self.state is not None:
             from accelerate.utils import gather_object
@@ -380,7 +380,7 @@ class JobReport:
         if self.main and self.json_out:
             for doc in docs:
                 emit_json(doc)
-            emit_json({"ok": not failed, "summary": counts, "failed": list(failed)}
+            emit_json({"ok": not failed, "summary": counts, "failed": list(failed)} | (extra or {})
                       | ({"processes": self.state.num_processes} if self.state is not None else {}))
         elif self.main and not self.quiet:
             err_console.print(", ".join(f"{v} {k}" for k, v in counts.items()), soft_wrap=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,7 +12,7 @@ import typer
 from ..audio import read_audio, resample_np
 from ..errors import InputError
 from ..metrics import evaluate_separation, mixture_mismatch
-from .common import emit_json, JsonOpt, err_console, guarded
+from .common import JobReport, JsonOpt, emit_json, err_console, guarded
 
 
 def _stem_files(folder: Path, option: str) -> dict[str, Path]:
@@ -35,8 +36,60 @@ def evaluate(
 ) -> None:
     """Score separated stems against references: SI-SDRi and SI-SDR per stem.
 
+    A batch: when --est holds folders (as a batch of separate writes), each EST/<job>/ is scored against REF/<job>/ (its mix.wav), one line per job and the mean SI-SDRi per stem at the end.
+
     MSDM protocol: 4 s windows with a 2 s hop, skipping windows where at most one reference stem is active (mean |x| < 1.5e-5); whole-signal SI-SDR beside it, and SI-SDRi over only the windows where each stem itself sounds.
     """
+    pairs = _job_pairs(est, ref)
+    if pairs is None:
+        doc, warnings = _score(est, ref, mix, window, hop)
+        if json_out:
+            emit_json(doc)
+        else:
+            _print_table(doc["stems"], f"{est} vs {ref}")
+        for w in warnings:
+            err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        return
+    if mix is not None:
+        raise InputError("--mix: one mixture cannot serve a batch", "put each mixture in its REF/<job>/mix.wav")
+    report = JobReport(est, pairs, resume=False, json_out=json_out, quiet=False)
+    means: dict[str, list[float]] = {}
+
+    def one(name: str) -> None:
+        doc, warnings = _score(est / name, ref / name, None, window, hop)
+        for stem, d in doc["stems"].items():
+            if d["si_sdri"] is not None:
+                means.setdefault(stem, []).append(d["si_sdri"])
+        report.emit({"job": name, **doc})
+        if not json_out:
+            line = ", ".join(f"{s} {d['si_sdri']:.2f}" if d["si_sdri"] is not None else f"{s} nan" for s, d in doc["stems"].items())
+            err_console.print(f"{name}: SI-SDRi (dB) {line}", soft_wrap=True)
+        for w in warnings:
+            err_console.print(f"[yellow]warning:[/] {name}: {w}", soft_wrap=True)
+
+    for name in report.todo:
+        report.run(name, functools.partial(one, name))
+    mean = {s: round(sum(v) / len(v), 3) for s, v in means.items()}
+    if not json_out:
+        err_console.print("mean SI-SDRi (dB): " + ", ".join(f"{s} {v:.2f}" for s, v in mean.items()), soft_wrap=True)
+    report.close(extra={"mean_si_sdri": mean})
+
+
+def _job_pairs(est: Path, ref: Path) -> list[str] | None:
+    """A batch: ``est`` holds no stems but folders, each scored against ``ref``'s folder of that name."""
+    if not est.is_dir() or any(p.suffix.lower() in (".wav", ".flac") for p in est.iterdir()):
+        return None
+    names = sorted(p.name for p in est.iterdir() if p.is_dir())
+    if not names:
+        return None
+    missing = [n for n in names if not (ref / n).is_dir()]
+    if missing:
+        raise InputError(f"--ref {ref}: no reference folder for {', '.join(missing[:3])}", "give REF/<job>/ for every ESTIMATE/<job>/")
+    return names
+
+
+def _score(est: Path, ref: Path, mix: Path | None, window: float, hop: float) -> tuple[dict, list[str]]:
+    """One folder of estimates against one of references: the JSON document and its warnings."""
     est_files, ref_files = _stem_files(est, "--est"), _stem_files(ref, "--ref")
     missing = sorted(set(ref_files) - set(est_files))
     if missing:
@@ -58,15 +111,9 @@ def evaluate(
                         "SI-SDRi is measured against this mixture as given")
     if all(d["windows"] == 0 for d in scores.values()):
         warnings.append("no window has two active stems; SI-SDRi is undefined (nan)")
-    if json_out:
-        clean = {s: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
-                 for s, d in scores.items()}
-        emit_json({"sample_rate": sr, "mix": str(mix_path) if mix_path else "sum of references",
-                   "stems": clean, "warnings": warnings})
-    else:
-        _print_table(scores, f"{est} vs {ref}")
-    for w in warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+    clean = {s: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()} for s, d in scores.items()}
+    return {"sample_rate": sr, "mix": str(mix_path) if mix_path else "sum of references", "stems": clean,
+            "warnings": warnings}, warnings
 
 
 def _print_table(scores: dict, title: str) -> None:
@@ -76,9 +123,12 @@ def _print_table(scores: dict, title: str) -> None:
     for col in ("stem", "SI-SDRi (dB)", "SI-SDR windows (dB)", "SI-SDR whole (dB)", "windows",
                 "SI-SDRi where it sounds (dB)", "windows"):
         table.add_column(col, justify="left" if col == "stem" else "right")
+    def num(v) -> str:
+        return "nan" if v is None else f"{v:.2f}"
+
     for s, d in scores.items():
-        table.add_row(s, f"{d['si_sdri']:.2f}", f"{d['si_sdr_windows']:.2f}", f"{d['si_sdr']:.2f}", str(d["windows"]),
-                      f"{d['si_sdri_active']:.2f}", str(d["windows_active"]))
+        table.add_row(s, num(d["si_sdri"]), num(d["si_sdr_windows"]), num(d["si_sdr"]), str(d["windows"]),
+                      num(d["si_sdri_active"]), str(d["windows_active"]))
     from rich.console import Console
 
     Console().print(table)
