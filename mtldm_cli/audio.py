@@ -249,8 +249,8 @@ class MelFrontEnd:
 def griffin_lim_vocoder(cfg: AudioConfig, n_iter: int = 64):
     """The vocoder with no weights: log-mel -> magnitude (least squares through the mel filters) ->
     Griffin-Lim phase. A module with the HiFi-GAN's interface: ``[B, frames, n_mels]`` -> ``[B, N]``.
-    Its random starting phase is drawn the same for every row of every call: the same log-mel gives
-    the same audio whatever else is in the batch (torch's global RNG made the same seed give other WAVs)."""
+    Its random starting phase comes from a generator of its own, seeded the same every call: the same
+    log-mel gives the same audio (torch's global RNG made the same seed give other WAVs)."""
     import torch
     import torchaudio
 
@@ -267,11 +267,8 @@ def griffin_lim_vocoder(cfg: AudioConfig, n_iter: int = 64):
         def forward(self, logmel):
             mag = self.inverse_mel(logmel.float().exp().transpose(-1, -2)).clamp(min=0)
             with torch.random.fork_rng(devices=[mag.device] if mag.device.type == "cuda" else []):
-                rows = []
-                for m in mag.reshape(-1, *mag.shape[-2:]):  # each row from the same start: batch-independent
-                    torch.manual_seed(0)
-                    rows.append(self.griffin_lim(m))
-                return torch.stack(rows).reshape(*mag.shape[:-2], -1)
+                torch.manual_seed(0)
+                return self.griffin_lim(mag)
 
     return GriffinLimVocoder().eval()
 

@@ -433,7 +433,8 @@ class MultiTrackPipeline:
         t1 = time.perf_counter()
         if callback is not None:
             callback({"stage": "decoding"})
-        wav = fade_ends(self.codec.decode(z, samples), self.sample_rate)
+        # item by item: a vocoder may depend on what else is in its batch (Griffin-Lim's random start does)
+        wav = fade_ends(torch.cat([self.codec.decode(z[k:k + 1], samples) for k in range(len(z))]), self.sample_rate)
         timings = dict(sample_s=round(t1 - t0, 3), decode_s=round(time.perf_counter() - t1, 3))
         return wav, dict(windows=len(windows), timings=timings)
 
