@@ -71,10 +71,10 @@ class BitDepth(str, Enum):
 
 SUBTYPE_OF = {BitDepth.pcm16: "pcm16", BitDepth.pcm24: "pcm24", BitDepth.float: "float"}
 FormatOpt = Annotated[FileFormat, typer.Option("--format", help="Audio file format.")]
-BitDepthOpt = Annotated[Optional[BitDepth], typer.Option("--bit-depth", help="Sample format: 16 or 24-bit PCM, or 32-bit float (WAV only) [default: the given stems' own, else 16].")]
-SampleRateOpt = Annotated[Optional[int], typer.Option("--sample-rate", min=8000, max=192000, help="Output sample rate in Hz [default: the given stems', else the model's].")]
+BitDepthOpt = Annotated[Optional[BitDepth], typer.Option("--bit-depth", help="Sample format: 16 or 24-bit PCM, or 32-bit float (WAV only) (default: the given stems' own, else 16).")]
+SampleRateOpt = Annotated[Optional[int], typer.Option("--sample-rate", min=8000, max=192000, help="Output sample rate in Hz (default: the given stems', else the model's).")]
 PlotOpt = Annotated[bool, typer.Option("--plot", help="Also write spectrograms.png: every stem and the mix on one time axis.")]
-ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", min=1, max=8, help="Output channels; mono stems are repeated over them [default: the given stems', else 1].")]
+ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", min=1, max=8, help="Output channels; mono stems are repeated over them (default: the given stems', else 1).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (errors too).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text prompt (CLAP text embedding).")]

@@ -33,7 +33,7 @@ def _audio_files(folder: Path) -> list[Path]:
 @guarded
 def plot(
     folder: Annotated[Path, typer.Argument(help="A folder of stems (an --out of generate, arrange, separate...).", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The PNG to write [default: FOLDER/spectrograms.png].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The PNG to write (default: FOLDER/spectrograms.png).")] = None,
     width: Annotated[int, typer.Option(min=200, max=8000, help="Pixels across the time axis.")] = 1000,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
