@@ -138,6 +138,7 @@ def test_manifests_give_each_job_its_own_inputs_and_options(cli, stem_dir, tmp_p
     r = cli("generate", "--manifest", tmp_path / "gen.jsonl", "--out", tmp_path / "g", "--json")
     lines = _lines(r.stdout)
     assert r.exit_code == 2 and [(d["job"], d["ok"]) for d in lines[:-1]] == [("slow", True), ("job-0002", True), ("bad", False)]
+    assert lines[2]["error"].startswith("steps=0")  # the manifest's key, not a flag it never used
     runs = {n: json.loads((tmp_path / "g" / n / "run.json").read_text()) for n in ("slow", "job-0002")}
     assert runs["slow"]["options"]["steps"] == 3 and runs["job-0002"]["prompt"] == "funk"
     assert runs["job-0002"]["options"]["seed"] == 2

@@ -133,7 +133,8 @@ def _arrange_many(jobs: dict[str, dict[str, Any]], flags: dict[str, Any], *, pro
             result = pipe.arrange(given, want, prompt=prompt, callback=cb, options=opts, **output)
         finish(result, out / name, argv_info={"job": name}, job=name, emit=report.emit, **finishing)
 
-    report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda")
+    report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
+                           keys=True)
     for name in report.todo:
         report.run(name, functools.partial(one, name, report, **jobs[name]))
     report.close()

@@ -320,7 +320,9 @@ class JobReport:
     failure's). Launched as several processes (``accelerate launch``, torchrun), each takes its share
     of the jobs (accelerate's ``split_between_processes``) and the first prints one merged report."""
 
-    def __init__(self, out: Path, jobs, *, resume: bool, json_out: bool, quiet: bool, on_gpu: bool = False):
+    def __init__(self, out: Path, jobs, *, resume: bool, json_out: bool, quiet: bool, on_gpu: bool = False,
+                 keys: bool = False):
+        """``keys``: the jobs come from a manifest, so an error names its key (``steps=0``), not a flag."""
         self.names = list(jobs)
         self.skipped = [n for n in self.names if resume and (out / n / "run.json").is_file()]
         self.todo = [n for n in self.names if n not in self.skipped]
@@ -331,7 +333,7 @@ class JobReport:
         self.failed: dict[str, int] = {}
         self.written: list[str] = []
         self.docs: list[dict] = []
-        self.json_out, self.quiet = json_out, quiet
+        self.json_out, self.quiet, self.flags = json_out, quiet, None if keys else FLAGS
         if self.skipped:
             note(f"skipping {len(self.skipped)} finished job(s) (--resume)", quiet or json_out or not self.main)
 
@@ -360,7 +362,7 @@ class JobReport:
             self.written.append(name)
         except MtldmError as e:
             self.failed[name] = e.exit_code
-            message = e.render(FLAGS)
+            message = e.render(self.flags)
             if self.json_out:
                 self.emit({"ok": False, "job": name, "error": message, "exit_code": e.exit_code})
             err_console.print(f"[bold red]error:[/] {name}: {message}", soft_wrap=True)

@@ -68,7 +68,8 @@ def condition(
             finish(result, out / name, command="condition", argv_info={"job": name, "reference": str(ref)}, job=name,
                    emit=report.emit, force=force, file_format=fmt, json_out=json_out, quiet=quiet, started=started, plot=plot)
 
-        report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda")
+        report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
+                           keys=True)
         for name in report.todo:
             report.run(name, functools.partial(one, name, report, **jobs[name]))
         report.close()

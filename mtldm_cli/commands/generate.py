@@ -84,7 +84,8 @@ def generate(
                 result = pipe.generate(prompt, callback=cb, options=opts, **(kwargs | {"duration": duration}))
             finish(result, out / name, argv_info={"job": name}, job=name, emit=report.emit, **finishing)
 
-        report = JobReport(out, listed, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda")
+        report = JobReport(out, listed, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
+                           keys=True)
         for name in report.todo:
             report.run(name, functools.partial(one, name, report, **listed[name]))
         report.close()

@@ -96,7 +96,8 @@ def separate(
     if single:
         one(out)
         return
-    report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda")
+    report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
+                           keys=manifest is not None)
     for name in report.todo:
         if "mixture" not in jobs[name]:
             report.run(name, functools.partial(_missing, "mixture"))
