@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 from pathlib import Path
@@ -11,12 +10,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import InputError
-
-from .manifest import read_manifest
-from .common import (JobReport, check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt, OfflineOpt,
-                     OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
-                     check_sampling_flags, guarded, describe, load_pipeline, note, precheck_outputs, progress_callback, sampling_options,
-                     split_names)
+from .common import (BitDepthOpt, ChannelsOpt, Device, DeviceOpt, EtaOpt, FileFormat, FloatOpt, ForceOpt, FormatOpt,
+                     GuidanceOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, PresetOpt, PromptOpt,
+                     QuietOpt, RevisionOpt, SampleRateOpt, SamplerOpt, SeedOpt, StepsOpt, check_device, describe,
+                     file_format, finish, guarded, load_pipeline, note, precheck_outputs, progress_callback,
+                     sampling_flags, split_names)
+from .manifest import read_manifest, required
 
 
 def _split(item: str) -> tuple[str | None, str]:
@@ -67,11 +66,11 @@ def arrange(
 
     started = time.perf_counter()
     fmt = file_format(format, bit_depth, float_wav)
+    flags = sampling_flags(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed,
+                           resample=resample, reconstruction=reconstruction)
     if manifest or resume:
         if not manifest or given or files:
             raise InputError("--manifest: give the stems there, or on the command line without it", "one of them")
-        flags = dict(preset=preset and preset.value, sampler=sampler and sampler.value, steps=steps, guidance=guidance,
-                     eta=eta, seed=seed, resample=resample, reconstruction=reconstruction)
         _arrange_many(read_manifest(manifest, JOB_KEYS), flags, prompt=prompt, want=split_names(want), out=out, model=model,
                       device=device, revision=revision, offline=offline, resume=resume, json_out=json_out, quiet=quiet,
                       finishing=dict(command="arrange", force=force, file_format=fmt, json_out=json_out, quiet=quiet,
@@ -81,8 +80,6 @@ def arrange(
     # --want guitar piano leaves "piano" among the files: a word that names stems and no file is wanted
     bare = [p for stem, p in items if stem is None and re.fullmatch(r"[A-Za-z,]+", p) and not Path(p).exists()]
     audio = {p: load_audio(p) for _, p in items if p not in bare}  # read once, before the model loads
-    check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed, resample=resample,
-                         reconstruction=reconstruction)
     check_device(device)
     summary = describe(model, prompt=prompt)
 
@@ -103,8 +100,7 @@ def arrange(
     named, given_names, want_names = plan(pipe.stems)
     given_files = {s: audio_name(a, s) for s, a in named.items()}
     note("given: " + ", ".join(f"{s} = {f}" for s, f in given_files.items()), quiet or json_out)
-    options = sampling_options(pipe, "arrange", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed,
-                               resample=resample, reconstruction=reconstruction)
+    options = pipe.sampling_options("arrange", **flags)
     precheck_outputs(out, [*given_names, *want_names], force, fmt[0])
     with progress_callback("arranging", quiet or json_out) as cb:
         result = pipe.arrange(named, want_names, prompt=prompt, callback=cb, options=options,
@@ -124,17 +120,13 @@ def _arrange_many(jobs: dict[str, dict[str, Any]], flags: dict[str, Any], *, pro
     describe(model, prompt=prompt)
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
 
-    def one(name: str, report: JobReport, given: Any = None, want: list[str] | None = want, prompt: str | None = prompt,
-            **own: Any) -> None:
-        if not given:
-            raise InputError("the job gives no stems", "add 'given' to its line")
+    report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
+                       keys=True)
+
+    def one(name: str, given: Any = None, want: list[str] | None = want, prompt: str | None = prompt, **own: Any) -> None:
         opts = pipe.sampling_options("arrange", **(flags | own))
         with progress_callback(f"arranging {name}", quiet or json_out) as cb:
-            result = pipe.arrange(given, want, prompt=prompt, callback=cb, options=opts, **output)
+            result = pipe.arrange(required(given, "given"), want, prompt=prompt, callback=cb, options=opts, **output)
         finish(result, out / name, argv_info={"job": name}, job=name, emit=report.emit, **finishing)
 
-    report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
-                           keys=True)
-    for name in report.todo:
-        report.run(name, functools.partial(one, name, report, **jobs[name]))
-    report.close()
+    report.run_each(one, jobs)

@@ -7,11 +7,11 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager, nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -80,20 +80,16 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress outpu
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text prompt (CLAP text embedding).")]
 
 
-def check_sampling_flags(*, sampler, steps, guidance, eta, seed, **arrangement) -> None:
-    """The generating commands' flags, each checked before the model loads (a seed of 2**63 or an
-    infinite guidance is refused at once, not after minutes of loading)."""
+def sampling_flags(*, preset, sampler, steps, guidance, eta, seed, **arrangement) -> dict[str, Any]:
+    """The generating commands' sampling flags under the library's names, each checked before the model
+    loads (a seed of 2**63 or an infinite guidance is refused at once, not after minutes of loading);
+    the model then resolves them into its options: ``pipe.sampling_options(task, **flags)``."""
     from ..options import SamplingOptions
 
-    SamplingOptions.check_given(sampler=sampler and sampler.value, steps=steps, guidance=guidance, eta=eta, seed=seed,
-                                **arrangement)
-
-
-def sampling_options(pipe, task: str, *, preset, sampler, steps, guidance, eta, seed, **arrangement):
-    """The generating commands' flags resolved by the model into its options for ``task``, before
-    anything is written (a bad value is refused here)."""
-    return pipe.sampling_options(task, preset=preset and preset.value, sampler=sampler and sampler.value,
-                                 steps=steps, guidance=guidance, eta=eta, seed=seed, **arrangement)
+    flags = dict(preset=preset and preset.value, sampler=sampler and sampler.value, steps=steps, guidance=guidance,
+                 eta=eta, seed=seed, **arrangement)
+    SamplingOptions.check_given(**flags)
+    return flags
 
 
 def guarded(fn: Callable) -> Callable:
@@ -171,10 +167,15 @@ def describe(model: str, *, prompt: str | None = None, reference: bool = False):
     return summary
 
 
+def one_of_many() -> bool:
+    """Launched as one of several processes (``accelerate launch``, torchrun: ``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def process_state(on_gpu: bool):
-    """accelerate's view of this process when launched as one of several (``accelerate launch``,
-    torchrun: ``WORLD_SIZE`` > 1), else None. Off the GPU its processes meet over gloo."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    """accelerate's view of this process when it is :func:`one_of_many`, else None. Off the GPU the
+    processes meet over gloo."""
+    if not one_of_many():
         return None
     from accelerate import PartialState
 
@@ -185,7 +186,7 @@ def load_pipeline(model: str, device: Device, *, revision=None, offline=False, q
     from ..pipeline import MultiTrackPipeline
 
     where = device.value
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device == Device.auto:  # one GPU a process
+    if one_of_many() and device == Device.auto:  # one GPU a process
         import torch
 
         where = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
@@ -366,6 +367,12 @@ class JobReport:
             if self.json_out:
                 self.emit({"ok": False, "job": name, "error": message, "exit_code": e.exit_code})
             err_console.print(f"[bold red]error:[/] {name}: {message}", soft_wrap=True)
+
+    def run_each(self, job: Callable[..., None], args: Mapping[str, Mapping[str, Any]]) -> None:
+        """``job(name, **args[name])`` for every job left to this process, then :meth:`close`."""
+        for name in self.todo:
+            self.run(name, functools.partial(job, name, **args[name]))
+        self.close()
 
     def close(self, extra: dict | None = None) -> None:
         docs, written, failed = self.docs, self.written, self.failed

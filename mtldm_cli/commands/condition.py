@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -11,10 +10,11 @@ import typer
 
 from ..audio import load_audio
 from ..errors import InputError
-from .manifest import read_manifest
-from .common import (JobReport, check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
-                     OfflineOpt, OutOpt, PresetOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt, StepsOpt, finish,
-                     check_sampling_flags, guarded, describe, load_pipeline, precheck_outputs, progress_callback, sampling_options)
+from .common import (BitDepthOpt, ChannelsOpt, Device, DeviceOpt, DurationOpt, EtaOpt, FileFormat, FloatOpt, ForceOpt,
+                     FormatOpt, GuidanceOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, PresetOpt,
+                     QuietOpt, RevisionOpt, SampleRateOpt, SamplerOpt, SeedOpt, StepsOpt, check_device, describe,
+                     file_format, finish, guarded, load_pipeline, precheck_outputs, progress_callback, sampling_flags)
+from .manifest import read_manifest, required
 
 
 @guarded
@@ -49,40 +49,34 @@ def condition(
     fmt = file_format(format, bit_depth, float_wav)
     if (ref is None) == (manifest is None) or (resume and not manifest):
         raise InputError("give --ref or a --manifest (one of them; --resume goes with --manifest)", "see mtldm condition --help")
+    flags = sampling_flags(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
     if manifest:
         jobs = read_manifest(manifest, JOB_KEYS)
-        check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
         check_device(device)
         describe(model, reference=True)
         pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
-        flags = dict(preset=preset and preset.value, sampler=sampler and sampler.value, steps=steps, guidance=guidance,
-                     eta=eta, seed=seed)
+        report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
+                           keys=True)
 
-        def one(name: str, report: JobReport, ref: Path | None = None, duration: float | None = duration, **own: Any) -> None:
-            if ref is None:
-                raise InputError("the job gives no ref", "add 'ref' to its line")
+        def one(name: str, ref: Path | None = None, duration: float | None = duration, **own: Any) -> None:
+            reference = load_audio(required(ref, "ref"))
             opts = pipe.sampling_options("condition", **(flags | own))
             with progress_callback(f"generating {name}", quiet or json_out) as cb:
-                result = pipe.condition(load_audio(ref), duration=duration, callback=cb, options=opts,
+                result = pipe.condition(reference, duration=duration, callback=cb, options=opts,
                                         output_rate=sample_rate, output_channels=channels)
             finish(result, out / name, command="condition", argv_info={"job": name, "reference": str(ref)}, job=name,
                    emit=report.emit, force=force, file_format=fmt, json_out=json_out, quiet=quiet, started=started, plot=plot)
 
-        report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
-                           keys=True)
-        for name in report.todo:
-            report.run(name, functools.partial(one, name, report, **jobs[name]))
-        report.close()
+        report.run_each(one, jobs)
         return
-    assert ref is not None
+    assert ref is not None  # refused above when missing
     reference = load_audio(ref)  # read once, before the model loads: a bad file fails at once
-    check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
     check_device(device)
     summary = describe(model, reference=True)
     if summary:  # refused before torch and the weights load
         precheck_outputs(out, list(summary.stems), force, fmt[0])
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
-    options = sampling_options(pipe, "condition", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
+    options = pipe.sampling_options("condition", **flags)
     precheck_outputs(out, list(pipe.stems), force, fmt[0])
     with progress_callback("generating", quiet or json_out) as cb:
         result = pipe.condition(reference, duration=duration, callback=cb, options=options,

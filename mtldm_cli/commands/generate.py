@@ -10,12 +10,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import InputError
-
+from .common import (BitDepthOpt, ChannelsOpt, Device, DeviceOpt, DurationOpt, EtaOpt, FileFormat, FloatOpt, ForceOpt,
+                     FormatOpt, GuidanceOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, PresetOpt,
+                     PromptOpt, QuietOpt, RevisionOpt, SampleRateOpt, SamplerOpt, SeedOpt, StepsOpt, check_device,
+                     describe, file_format, finish, guarded, load_pipeline, parse_seeds, precheck_outputs,
+                     progress_callback, sampling_flags, split_names)
 from .manifest import read_manifest
-from .common import (JobReport, parse_seeds, check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, DurationOpt, EtaOpt, FloatOpt, ForceOpt, GuidanceOpt, JsonOpt, ModelOpt,
-                     OfflineOpt, OutOpt, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SamplerOpt, SeedOpt,
-                     StepsOpt, finish, check_sampling_flags, guarded, describe, load_pipeline, precheck_outputs, progress_callback,
-                     sampling_options, split_names)
 
 
 @guarded
@@ -58,7 +58,7 @@ def generate(
     started = time.perf_counter()
     fmt = file_format(format, bit_depth, float_wav)
     names = split_names(stems)
-    check_sampling_flags(sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
+    flags = sampling_flags(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
     many = parse_seeds(num, seeds, seed, resume and not manifest)
     if manifest and many is not None:
         raise InputError("--manifest and --num/--seeds: give one of them", "a manifest line may name its seed")
@@ -68,33 +68,27 @@ def generate(
     if summary and many is None:  # refused before torch and the weights load
         precheck_outputs(out, select(names, summary.stems), force, fmt[0])
     pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
-    options = sampling_options(pipe, "generate", preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed)
+    options = pipe.sampling_options("generate", **flags)
     kwargs: dict[str, Any] = dict(duration=duration, stems=names, output_rate=sample_rate, output_channels=channels)
-    finishing: dict[str, Any] = dict(command="generate", force=force, file_format=fmt, json_out=json_out, quiet=quiet, started=started,
-                     plot=plot)
+    finishing: dict[str, Any] = dict(command="generate", force=force, file_format=fmt, json_out=json_out, quiet=quiet,
+                                     started=started, plot=plot)
     if listed is not None:
-        flags = dict(preset=preset and preset.value, sampler=sampler and sampler.value, steps=steps, guidance=guidance,
-                     eta=eta, seed=seed)
+        report = JobReport(out, listed, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
+                           keys=True)
 
-        def one(name: str, report: JobReport, prompt: str | None = prompt, duration: float | None = duration,
-                **own: Any) -> None:
+        def one(name: str, prompt: str | None = prompt, duration: float | None = duration, **own: Any) -> None:
             opts = pipe.sampling_options("generate", **(flags | own))
             precheck_outputs(out / name, select(names, pipe.stems), force, fmt[0])
             with progress_callback(f"generating {name}", quiet or json_out) as cb:
                 result = pipe.generate(prompt, callback=cb, options=opts, **(kwargs | {"duration": duration}))
             finish(result, out / name, argv_info={"job": name}, job=name, emit=report.emit, **finishing)
 
-        report = JobReport(out, listed, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
-                           keys=True)
-        for name in report.todo:
-            report.run(name, functools.partial(one, name, report, **listed[name]))
-        report.close()
+        report.run_each(one, listed)
         return
     if many is not None:
         seed_list = many or list(range(options.seed, options.seed + (num or 1)))  # --num alone: from the drawn seed
         jobs = {f"seed-{s}": s for s in seed_list}
-        report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet,
-                           on_gpu=pipe.device.type == "cuda")
+        report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda")
         for name in report.todo:
             precheck_outputs(out / name, select(names, pipe.stems), force, fmt[0])
         for group in report.groups(batch_size):
@@ -103,7 +97,7 @@ def generate(
                                               callback=cb, **kwargs)
             for name, result in zip(group, results, strict=True):
                 report.run(name, functools.partial(finish, result, out / name, argv_info={"job": name}, job=name,
-                                             emit=report.emit, **finishing))
+                                                   emit=report.emit, **finishing))
         report.close()
         return
     precheck_outputs(out, select(names, pipe.stems), force, fmt[0])

@@ -54,6 +54,13 @@ def read_manifest(path: Path, allowed: set[str]) -> dict[str, dict[str, Any]]:
     return jobs
 
 
+def required(value: Any, key: str) -> Any:
+    """A job's input (``mixture``, ``ref``, ``given``), or the job's own error when its line lacks it."""
+    if not value:
+        raise InputError(f"the job's line has no '{key}'", f"add its {key}")
+    return value
+
+
 def _value(key: str, value: Any, base: Path) -> Any:
     if key in PATH_KEYS:
         return base / str(value)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -15,10 +14,11 @@ from ..audio import load_audio
 from ..config import METHODS
 from ..errors import InputError
 from ..options import SeparationOptions
-from .manifest import read_manifest
-from .common import (emit_json, JobReport, batch_inputs, check_device, PlotOpt, BitDepthOpt, ChannelsOpt, FileFormat, FormatOpt, SampleRateOpt, file_format, Device, DeviceOpt, FloatOpt, ForceOpt, JsonOpt, ModelOpt, OfflineOpt, OutOpt, QuietOpt,
-                     RevisionOpt, SeedOpt, StepsOpt, finish, guarded, describe, load_pipeline, precheck_outputs,
-                     progress_callback)
+from .common import (BitDepthOpt, ChannelsOpt, Device, DeviceOpt, FileFormat, FloatOpt, ForceOpt, FormatOpt, JobReport,
+                     JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, QuietOpt, RevisionOpt, SampleRateOpt, SeedOpt,
+                     StepsOpt, batch_inputs, check_device, describe, emit_json, file_format, finish, guarded,
+                     load_pipeline, precheck_outputs, progress_callback)
+from .manifest import read_manifest, required
 
 Method = Enum("Method", {m: m for m in METHODS}, type=str)  # type: ignore[misc]
 _D = SeparationOptions.default
@@ -97,18 +97,11 @@ def separate(
         one(out)
         return
     report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
-                           keys=manifest is not None)
-    for name in report.todo:
-        if "mixture" not in jobs[name]:
-            report.run(name, functools.partial(_missing, "mixture"))
-            continue
-        report.run(name, functools.partial(one, out / name, name, report.emit, **jobs[name]))
-    report.close()
+                       keys=manifest is not None)
+    report.run_each(lambda name, mixture=None, **own: one(out / name, name, report.emit, required(mixture, "mixture"), **own),
+                    jobs)
 
 
 JOB_KEYS = {"mixture", "method", "steps", "s_churn", "resamples", "sigma_max", "sigma_min", "gamma", "consistency", "wiener",
             "seed"}
 
-
-def _missing(key: str) -> None:
-    raise InputError(f"the job gives no {key}", f"add a {key} to its line")
