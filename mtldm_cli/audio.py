@@ -448,20 +448,13 @@ def output_paths(folder: str | os.PathLike, stems: Iterable[str], format: str = 
 
 
 def prepare_dir(folder: Path) -> Path:
+    """``folder``, made with its parents; :func:`check_dir`'s refusals first."""
     folder = Path(folder)
+    check_dir(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise OutputError(f"{folder}: is not a directory", "choose another {folder}", folder=NAME_ONLY) from None
-    except NotADirectoryError:
-        raise OutputError(f"{folder}: cannot create it (a folder above it is a file, not a directory)", "choose another {folder}",
-                          folder=NAME_ONLY) from None
-    except PermissionError:
-        raise OutputError(f"{folder}: cannot create it (permission denied)", "choose another {folder}", folder=NAME_ONLY) from None
-    except OSError as e:
+    except OSError as e:  # a race with another process, a full disk
         raise OutputError(f"{folder}: cannot create it ({e.strerror or e})", "choose another {folder}", folder=NAME_ONLY) from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{folder}: is not writable", "choose another {folder}", folder=NAME_ONLY)
     return folder
 
 

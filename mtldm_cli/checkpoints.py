@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from .config import PIPELINE_FILE
+from .config import PIPELINE_FILE, PipelineConfig
 from .errors import NAME_ONLY, ModelError, first_problem
 from .names import check_stem_names, safe_component
 
@@ -284,16 +284,11 @@ def describe_model(spec: str) -> ModelSummary | None:
         entry = registry[spec]
         return ModelSummary(spec, tuple(entry.audio.stems), entry.conditioning)
     if local.is_dir() and (local / PIPELINE_FILE).is_file():
-        import json
-
         try:
-            config = json.loads((local / PIPELINE_FILE).read_text())
-            stems = config.get("audio", {}).get("stems", ["bass", "drums", "guitar", "piano"])
-            check_stem_names(stems)
-            conditioning = config.get("conditioning", "clap")
-        except (OSError, ValueError, AttributeError, TypeError):
+            config = PipelineConfig.model_validate_json((local / PIPELINE_FILE).read_text())
+        except (OSError, ValueError):  # loading the model says what is wrong
             return None
-        return ModelSummary(local.name, tuple(stems), conditioning if conditioning in ("clap", "none") else None)
+        return ModelSummary(local.name, config.audio.stems, config.conditioning)
     return None
 
 

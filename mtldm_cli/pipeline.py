@@ -20,6 +20,7 @@ import torch
 
 from .audio import (
     MAX_CHANNELS,
+    SUBTYPES,
     AudioLike,
     as_audio,
     audio_name,
@@ -341,7 +342,7 @@ class MultiTrackPipeline:
             return conform(wav[self.stems.index(s)][None], self.sample_rate, rate, channels, length)
 
         subtypes = [a.subtype for a in originals.values() if a.subtype]
-        widest = max(subtypes, key=["pcm16", "pcm24", "float"].index) if subtypes else None
+        widest = max(subtypes, key=list(SUBTYPES).index) if subtypes else None  # SUBTYPES runs narrow to wide
         return as_output({s: rendered(s) for s in keep}, rate, info, widest)
 
     def separate(self, mixture: AudioLike, *, sample_rate: int | None = None, output_rate: int | None = None,

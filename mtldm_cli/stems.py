@@ -37,11 +37,18 @@ def stem_candidates(path: str | os.PathLike, stems: Sequence[str]) -> list[str]:
     word that begins one stem's name (``dr.wav``, ``b.wav``; three letters or more when the name has
     other words). Empty when nothing matches; several when the name is ambiguous."""
     words = _words(Path(path).stem)
-    named = {s for s in stems for w in words if w == s.lower() or w in SYNONYMS.get(s.lower(), ())}
+    named = {s for w in words for s in _named_by(w, stems)}
     if not named:
-        named = {s for w in words if len(w) >= 3 or len(words) == 1
-                 for s in [t for t in stems if t.lower().startswith(w)] if len([t for t in stems if t.lower().startswith(w)]) == 1}
+        for w in words:
+            begun = [s for s in stems if s.lower().startswith(w)]
+            if len(begun) == 1 and (len(w) >= 3 or len(words) == 1):
+                named.add(begun[0])
     return [s for s in stems if s in named]
+
+
+def _named_by(word: str, stems: Sequence[str]) -> list[str]:
+    """The stems ``word`` names: a stem's own name, or one of its synonyms."""
+    return [s for s in stems if word == s.lower() or word in SYNONYMS.get(s.lower(), ())]
 
 
 def name_given(given: Mapping[str, AudioLike] | Sequence[Any], stems: Sequence[str]) -> dict[str, AudioLike]:
@@ -83,10 +90,7 @@ def _label(audio: AudioLike) -> str:
 
 def canonical(names: Iterable[str], stems: Sequence[str]) -> list[str]:
     """Stem names as the model spells them: ``keys`` is ``piano``, ``gtr`` is ``guitar``; others unchanged."""
-    def one(name: str) -> str:
-        return next((s for s in stems if name == s or name in SYNONYMS.get(s, ())), name)
-
-    return [one(str(n).strip().lower()) for n in names]
+    return [next(iter(_named_by(n, stems)), n) for n in (str(n).strip().lower() for n in names)]
 
 
 def check_known(names: Iterable[str], stems: Sequence[str], param: str) -> None:
