@@ -70,7 +70,7 @@ def evaluate(
     for name in report.todo:
         report.run(name, functools.partial(one, name))
     mean = {s: round(sum(v) / len(v), 3) for s, v in means.items()}
-    if not json_out:
+    if mean and not json_out:
         err_console.print("mean SI-SDRi (dB): " + ", ".join(f"{s} {v:.2f}" for s, v in mean.items()), soft_wrap=True)
     report.close(extra={"mean_si_sdri": mean})
 
