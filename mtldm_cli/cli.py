@@ -52,6 +52,9 @@ def main() -> None:
     document on stdout too, as every other failure is."""
     import sys
 
+    from .commands.common import prefix_stderr_by_rank
+
+    prefix_stderr_by_rank()
     if "--json" not in sys.argv[1:]:
         app()
         return

@@ -99,7 +99,8 @@ class MultiTrackOutput:
         audio, notes = fit_full_scale(audio, paths["mix"]) if subtype != "float" else (audio, {})
         if notes:
             warning = notes.pop("warning")
-            self.info = self.info | notes | {"warnings": [*self.info.get("warnings", []), warning]}
+            audible = abs(next(iter(notes.values()))) >= INAUDIBLE_DB
+            self.info = self.info | notes | ({"warnings": [*self.info.get("warnings", []), warning]} if audible else {})
         extra = [paths[PLOT_FILE]] if plot else []
         info = self.info | {"files": [p.name for p in [*audio, *extra]], "sample_rate": self.sample_rate,
                             "channels": self.channels, "format": format, "subtype": subtype}
@@ -112,6 +113,9 @@ class MultiTrackOutput:
             write_file_set(writers | {paths["run.json"]: bytes_writer(text)},
                            remove=earlier_result(paths["run.json"], set(paths.values())) if force else ())
         return [*audio, *extra, paths["run.json"]]
+
+
+INAUDIBLE_DB = 0.05  # a gain change this small is recorded in run.json, not warned about
 
 
 def fit_full_scale(audio: dict[Path, np.ndarray], mix: Path) -> tuple[dict[Path, np.ndarray], dict]:

@@ -101,6 +101,20 @@ def test_help_and_models_need_no_torch_and_a_model_without_clap_no_clap_code():
     assert done.stdout.split() == ["False", "False"], done.stderr
 
 
+def test_each_process_of_a_launch_names_its_rank_on_stderr(tmp_path):
+    """Under accelerate launch or torchrun the processes share one log: every line says whose it is."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"WORLD_SIZE": "2", "RANK": "1"}
+    done = subprocess.run([sys.executable, "-m", "mtldm_cli", "generate", "--out", str(tmp_path / "g"), "--steps", "0"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and lines and all(line.startswith("[rank 1/2] ") for line in lines), done.stderr
+    assert "--steps" in done.stderr
+
+
 @pytest.mark.slow  # two processes under accelerate launch
 def test_a_batch_under_accelerate_launch_splits_the_jobs_and_merges_one_report(stem_dir, tmp_path):
     import socket
@@ -181,3 +195,4 @@ def test_evaluate_scores_a_batch_of_folders_and_averages_them(cli, stem_dir, tmp
     assert [(d["job"], d["ok"]) for d in lines[:-1]] == [("a", True), ("b", False)]
     assert lines[0]["stems"]["bass"]["si_sdri"] > 40 and "no estimate for stem(s) piano" in lines[1]["error"]
     assert lines[-1]["mean_si_sdri"]["bass"] == pytest.approx(lines[0]["stems"]["bass"]["si_sdri"], abs=1e-3)
+    assert lines[-1]["summary"] == {"jobs": 2, "scored": 1, "skipped": 0, "failed": 1}  # evaluate writes nothing

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -172,6 +174,36 @@ def one_of_many() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+class RankPrefixed(io.TextIOBase):
+    """A text stream that starts each line with ``[rank R/W] ``, so that the stderr of several
+    processes sharing one log can be told apart; everything else is the wrapped stream's."""
+
+    def __init__(self, stream, prefix: str):
+        self.stream, self.prefix, self.at_line_start = stream, prefix, True
+
+    def write(self, text: str) -> int:
+        for piece in text.splitlines(keepends=True):
+            self.stream.write((self.prefix if self.at_line_start else "") + piece)
+            self.at_line_start = piece.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
+def prefix_stderr_by_rank() -> None:
+    """Under ``accelerate launch`` or torchrun, every line this process writes on stderr names its
+    rank (``RANK`` of ``WORLD_SIZE``)."""
+    if one_of_many() and not isinstance(sys.stderr, RankPrefixed):
+        sys.stderr = RankPrefixed(sys.stderr, f"[rank {os.environ.get('RANK', '?')}/{os.environ['WORLD_SIZE']}] ")
+
+
 def process_state(on_gpu: bool):
     """accelerate's view of this process when it is :func:`one_of_many`, else None. Off the GPU the
     processes meet over gloo."""
@@ -322,8 +354,9 @@ class JobReport:
     of the jobs (accelerate's ``split_between_processes``) and the first prints one merged report."""
 
     def __init__(self, out: Path, jobs, *, resume: bool, json_out: bool, quiet: bool, on_gpu: bool = False,
-                 keys: bool = False):
-        """``keys``: the jobs come from a manifest, so an error names its key (``steps=0``), not a flag."""
+                 keys: bool = False, done: str = "written"):
+        """``keys``: the jobs come from a manifest, so an error names its key (``steps=0``), not a flag.
+        ``done``: what a finished job was, in the summary (``written``; ``scored`` for evaluate)."""
         self.names = list(jobs)
         self.skipped = [n for n in self.names if resume and (out / n / "run.json").is_file()]
         self.todo = [n for n in self.names if n not in self.skipped]
@@ -334,7 +367,7 @@ class JobReport:
         self.failed: dict[str, int] = {}
         self.written: list[str] = []
         self.docs: list[dict] = []
-        self.json_out, self.quiet, self.flags = json_out, quiet, None if keys else FLAGS
+        self.json_out, self.quiet, self.flags, self.done = json_out, quiet, None if keys else FLAGS, done
         if self.skipped:
             note(f"skipping {len(self.skipped)} finished job(s) (--resume)", quiet or json_out or not self.main)
 
@@ -385,7 +418,7 @@ class JobReport:
             written = [n for p in parts for n in p[1]]
             failed = {n: c for p in parts for n, c in p[2].items()}
             failed = {n: failed[n] for n in sorted(failed, key=order.__getitem__)}
-        counts = {"jobs": len(self.names), "written": len(written), "skipped": len(self.skipped), "failed": len(failed)}
+        counts = {"jobs": len(self.names), self.done: len(written), "skipped": len(self.skipped), "failed": len(failed)}
         if self.main and self.json_out:
             for doc in docs:
                 emit_json(doc)

@@ -52,7 +52,7 @@ def evaluate(
         return
     if mix is not None:
         raise InputError("--mix: one mixture cannot serve a batch", "put each mixture in its REF/<job>/mix.wav")
-    report = JobReport(est, pairs, resume=False, json_out=json_out, quiet=False)
+    report = JobReport(est, pairs, resume=False, json_out=json_out, quiet=False, done="scored")
     means: dict[str, list[float]] = {}
 
     def one(name: str) -> None:
