@@ -80,7 +80,7 @@ class LatentCodec:
         mel = self.mel(wav.to(self.device).reshape(b * s, n), latent_frames * self.vae_factor)[:, None]
 
         def enc(m):
-            return self.vae.encode(m).latent_dist.mode()
+            return self.vae.encode(m.to(self.vae.dtype)).latent_dist.mode().float()
 
         z = stitch(enc, mel, self.latent_windows(latent_frames), self.vae_factor, 1) * self.vae.config.scaling_factor
         return z.reshape(b, s, *z.shape[1:])
@@ -92,7 +92,7 @@ class LatentCodec:
         z = latents.reshape(b * s, *latents.shape[2:]) / self.vae.config.scaling_factor
 
         def dec(x):
-            return self.vae.decode(x).sample
+            return self.vae.decode(x.to(self.vae.dtype)).sample.float()
 
         mel = stitch(dec, z, self.latent_windows(z.shape[-2]), 1, self.vae_factor)[:, 0]
         # a vocoder's frames end a hop or so before the last mel frame's span does: two repeated
@@ -106,5 +106,6 @@ class LatentCodec:
         """``[B, S, C, T, F]`` scaled latents -> ``[B, S, mel_frames, n_mels]`` log-mels, differentiable
         (one window: the separation chunks are segment-long)."""
         b, s = latents.shape[:2]
-        mel = self.vae.decode(latents.reshape(b * s, *latents.shape[2:]) / self.vae.config.scaling_factor).sample
+        z = latents.reshape(b * s, *latents.shape[2:]) / self.vae.config.scaling_factor
+        mel = self.vae.decode(z.to(self.vae.dtype)).sample.to(latents.dtype)
         return mel.reshape(b, s, *mel.shape[-2:])

@@ -65,7 +65,8 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 whatever the input dtype, as LDM does (stable in fp16/bf16)."""
 
     def forward(self, x):
-        return super().forward(x.float()).type(x.dtype)
+        weight, bias = (None if v is None else v.float() for v in (self.weight, self.bias))
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).type(x.dtype)
 
 
 class ResBlock(nn.Module):
@@ -187,7 +188,10 @@ class MultiTrackUNet(SafetensorsLayout, nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
                 given: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``given = (x0, mask)``: the known stems' clean latents and a mask broadcastable to ``x``
-        (1 where known); only an arrangement UNet takes it, and without it generates every stem."""
+        (1 where known); only an arrangement UNet takes it, and without it generates every stem.
+        Runs in the weights' precision and answers in ``x``'s."""
+        in_dtype, dtype = x.dtype, next(self.time_embed.parameters()).dtype
+        x = x.to(dtype)
         if self.config.arrangement:
             x0, mask = (torch.zeros_like(x), torch.zeros_like(x)) if given is None else given
             mask = mask.to(x).expand_as(x)
@@ -196,7 +200,6 @@ class MultiTrackUNet(SafetensorsLayout, nn.Module):
             raise ValueError("this UNet was not trained for arrangement: impute the given stems instead")
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        dtype = next(self.time_embed.parameters()).dtype
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(dtype))
         if self.film_emb is not None:
             if cond is None:
@@ -209,4 +212,4 @@ class MultiTrackUNet(SafetensorsLayout, nn.Module):
         h = self.middle_block(h, emb)
         for stage in self.output_blocks:
             h = stage(torch.cat([h, hs.pop()], dim=1), emb)
-        return self.out(h)
+        return self.out(h).to(in_dtype)

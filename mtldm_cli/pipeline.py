@@ -165,11 +165,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise InputError("{device}: unknown device", "use auto, cpu, cuda or mps", device=name) from None
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``fp32``, ``bf16``, ``fp16`` (or torch's dtype, or its name) as a torch dtype."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    by_name = DTYPES | {str(d).removeprefix("torch."): d for d in DTYPES.values()}
+    if name not in by_name:
+        raise InputError("{torch_dtype}: not a precision the models run in", "use fp32, bf16 or fp16", torch_dtype=str(dtype))
+    return by_name[name]
+
+
 class MultiTrackPipeline:
     """Multi-Track MusicLDM: stems as a ``[B, S, C, T, F]`` latent, denoised jointly by one UNet.
 
     Parts: ``codec`` (audio <-> latents, in windows), ``conditioner`` (CLAP embeddings), ``unet``
     and ``scheduler`` (the noise schedule the samplers follow).
+
+    ``dtype`` is the precision of the UNet and the VAE, where the time goes; the samplers' arithmetic,
+    CLAP (once a call) and the vocoder stay in float32.
     """
 
     def __init__(self, *, config: PipelineConfig, vae, unet, vocoder, scheduler, clap=None,
@@ -180,7 +197,7 @@ class MultiTrackPipeline:
         self.conditioner = Conditioner(clap, clap_processor, model_name=config.name,
                                        sample_rate=config.audio.sample_rate, clap_sample_rate=config.clap_sample_rate,
                                        clap_max_seconds=config.clap_max_seconds)
-        self.device = torch.device("cpu")
+        self.device, self.dtype, self.compiled = torch.device("cpu"), torch.float32, False
         if (clap is None) != (config.conditioning == "none"):
             raise ModelError(f"model '{config.name}': conditioning '{config.conditioning}' does not match its components")
         if unet.config.stems != len(config.audio.stems):
@@ -190,21 +207,38 @@ class MultiTrackPipeline:
     @classmethod
     def from_pretrained(cls, model: str = "demo", *, device: str = "auto", revision: str | None = None,
                         offline: bool | None = None, cache_dir: str | os.PathLike | None = None,
-                        progress: Callable[[str], None] | None = None) -> MultiTrackPipeline:
-        """Load a registry name, a local folder or a hub repo id (see ``checkpoints.toml``)."""
-        target = resolve_device(device)  # refuse an absent device before any loading
+                        progress: Callable[[str], None] | None = None, torch_dtype: str | torch.dtype = "fp32",
+                        compile: bool = False) -> MultiTrackPipeline:
+        """Load a registry name, a local folder or a hub repo id (see ``checkpoints.toml``), in
+        ``torch_dtype`` (see the class), with the UNet compiled (``torch.compile``) if ``compile``."""
+        target, dtype = resolve_device(device), resolve_dtype(torch_dtype)  # refuse before any loading
         resolved = resolve_model(model, revision=revision, offline=offline, cache_dir=cache_dir, progress=progress)
-        return cls.from_folder(resolved.path, source=resolved).to(target)
+        pipe = cls.from_folder(resolved.path, source=resolved).to(target, dtype)
+        return pipe.compile() if compile else pipe
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, *, source: ResolvedModel | None = None) -> MultiTrackPipeline:
         return cls(**vars(load_components(folder)), source=source)
 
-    def to(self, device: str | torch.device = "auto") -> MultiTrackPipeline:
-        self.device = resolve_device(device)
-        self.unet.to(self.device)
-        self.codec.to(self.device)
-        self.conditioner.to(self.device)
+    def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> MultiTrackPipeline:
+        """Move to ``device`` (``auto``: the best there is) and/or cast the UNet and VAE to ``dtype``."""
+        if device is not None:
+            self.device = resolve_device(device)
+            self.unet.to(self.device)
+            self.codec.to(self.device)
+            self.conditioner.to(self.device)
+        if dtype is not None:
+            self.dtype = resolve_dtype(dtype)
+            self.unet.to(dtype=self.dtype)
+            self.codec.vae.to(dtype=self.dtype)
+        return self
+
+    def compile(self, **options: Any) -> MultiTrackPipeline:
+        """Compile the UNet's forward with ``torch.compile(**options)``: the first call pays for it,
+        the steps after it run faster where the backend has a compiler (inductor needs a C++ one on
+        the CPU)."""
+        self.unet.compile(**options)
+        self.compiled = True
         return self
 
     # -- what the model is -----------------------------------------------------------------------
@@ -463,7 +497,8 @@ class MultiTrackPipeline:
         src = self.source
         return dict(task=task, model=self.config.name, source=src.source if src else None,
                     revision=src.revision if src else None, mtldm_version=__version__,
-                    device=str(self.device), options=opts.record(), **extra)
+                    device=str(self.device), dtype=str(self.dtype).removeprefix("torch."), compiled=self.compiled,
+                    options=opts.record(), **extra)
 
     def _output(self, wav: torch.Tensor, keep: Sequence[str], info: dict, output_rate: int | None = None,
                 output_channels: int | None = None) -> MultiTrackOutput:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import InputError
-from .common import (BitDepthOpt, ChannelsOpt, Device, DeviceOpt, EtaOpt, FileFormat, FloatOpt, ForceOpt, FormatOpt,
+from .common import (CompileOpt, DtypeOpt, Precision, BitDepthOpt, ChannelsOpt, Device, DeviceOpt, EtaOpt, FileFormat, FloatOpt, ForceOpt, FormatOpt,
                      GuidanceOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, PresetOpt, PromptOpt,
                      QuietOpt, RevisionOpt, SampleRateOpt, SamplerOpt, SeedOpt, StepsOpt, check_device, describe,
                      file_format, finish, guarded, load_pipeline, note, precheck_outputs, progress_callback,
@@ -41,6 +41,8 @@ def arrange(
     reconstruction: Annotated[Optional[float], typer.Option(min=0.0, help="Reconstruction guidance weight: pull the new stems by the gradient of the given stems' reconstruction error (a backward pass a step; default: the model's).")] = None,
     seed: SeedOpt = None,
     device: DeviceOpt = Device.auto,
+    dtype: DtypeOpt = Precision.fp32,
+    compile_unet: CompileOpt = False,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
     force: ForceOpt = False,
@@ -72,7 +74,8 @@ def arrange(
         if not manifest or given or files:
             raise InputError("--manifest: give the stems there, or on the command line without it", "one of them")
         _arrange_many(read_manifest(manifest, JOB_KEYS), flags, prompt=prompt, want=split_names(want), out=out, model=model,
-                      device=device, revision=revision, offline=offline, resume=resume, json_out=json_out, quiet=quiet,
+                      device=device, loading=dict(revision=revision, offline=offline, quiet=quiet or json_out, dtype=dtype,
+                                                  compile_unet=compile_unet), resume=resume, json_out=json_out, quiet=quiet,
                       finishing=dict(command="arrange", force=force, file_format=fmt, json_out=json_out, quiet=quiet,
                                      started=started, plot=plot), output=dict(output_rate=sample_rate, output_channels=channels))
         return
@@ -96,7 +99,8 @@ def arrange(
     if summary:  # refused before torch and the weights load
         _, given_names, want_names = plan(summary.stems)
         precheck_outputs(out, [*given_names, *want_names], force, fmt[0])
-    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
+    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out,
+                         dtype=dtype, compile_unet=compile_unet)
     named, given_names, want_names = plan(pipe.stems)
     given_files = {s: audio_name(a, s) for s, a in named.items()}
     note("given: " + ", ".join(f"{s} = {f}" for s, f in given_files.items()), quiet or json_out)
@@ -113,12 +117,13 @@ JOB_KEYS = {"given", "want", "prompt", "seed", "steps", "guidance", "eta", "samp
 
 
 def _arrange_many(jobs: dict[str, dict[str, Any]], flags: dict[str, Any], *, prompt: str | None, want: list[str] | None,
-                  out: Path, model: str, device: Device, revision: str | None, offline: bool, resume: bool, json_out: bool,
+                  out: Path, model: str, device: Device, loading: dict[str, Any], resume: bool, json_out: bool,
                   quiet: bool, finishing: dict[str, Any], output: dict[str, Any]) -> None:
-    """A manifest's arrangements from one model load, each into ``out/<name>/`` (its own options over the flags)."""
+    """A manifest's arrangements from one model load (``loading``: :func:`load_pipeline`'s keywords),
+    each into ``out/<name>/`` (its own options over the flags)."""
     check_device(device)
     describe(model, prompt=prompt)
-    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
+    pipe = load_pipeline(model, device, **loading)
 
     report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
                        keys=True)

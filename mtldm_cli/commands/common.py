@@ -42,6 +42,16 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="MTLDM_MODEL",
 RevisionOpt = Annotated[Optional[str], typer.Option(help="Hub revision (commit, tag, branch) to use instead of the registry's pin.")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached models (also MTLDM_OFFLINE=1 or HF_HUB_OFFLINE=1).")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run.")]
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+DtypeOpt = Annotated[Precision, typer.Option("--dtype", help="Precision of the UNet and VAE: bf16 and fp16 halve their memory and run faster on GPUs (bf16 also on CPUs with AVX-512 BF16 or AMX; fp16 on a CPU is slow). docs/performance.md.")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the UNet: the first step pays for compiling (a minute or more), the later ones run faster.")]
 StepsOpt = Annotated[Optional[int], typer.Option(min=1, help="Sampler steps, overriding the preset's.")]
 GuidanceOpt = Annotated[Optional[float], typer.Option(min=0.0, help="Classifier-free guidance scale (default: the model's).")]
 
@@ -214,7 +224,8 @@ def process_state(on_gpu: bool):
     return PartialState(cpu=not on_gpu)
 
 
-def load_pipeline(model: str, device: Device, *, revision=None, offline=False, quiet=False):
+def load_pipeline(model: str, device: Device, *, revision=None, offline=False, quiet=False,
+                  dtype: Precision = Precision.fp32, compile_unet: bool = False):
     from ..pipeline import MultiTrackPipeline
 
     where = device.value
@@ -228,9 +239,10 @@ def load_pipeline(model: str, device: Device, *, revision=None, offline=False, q
     with err_console.status(f"loading {model}", spinner="dots") if not quiet else nullcontext():
         pipe = MultiTrackPipeline.from_pretrained(
             model, device=where, revision=revision, offline=offline or None,
-            progress=lambda m: note(m, quiet),
+            progress=lambda m: note(m, quiet), torch_dtype=dtype.value, compile=compile_unet,
         )
-    note(f"model {pipe.config.name} on {pipe.device}", quiet)
+    precision = "" if dtype == Precision.fp32 else f" in {dtype.value}"
+    note(f"model {pipe.config.name} on {pipe.device}{precision}{', compiled' if compile_unet else ''}", quiet)
     return pipe
 
 

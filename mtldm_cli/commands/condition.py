@@ -10,7 +10,7 @@ import typer
 
 from ..audio import load_audio
 from ..errors import InputError
-from .common import (BitDepthOpt, ChannelsOpt, Device, DeviceOpt, DurationOpt, EtaOpt, FileFormat, FloatOpt, ForceOpt,
+from .common import (CompileOpt, DtypeOpt, Precision, BitDepthOpt, ChannelsOpt, Device, DeviceOpt, DurationOpt, EtaOpt, FileFormat, FloatOpt, ForceOpt,
                      FormatOpt, GuidanceOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, PresetOpt,
                      QuietOpt, RevisionOpt, SampleRateOpt, SamplerOpt, SeedOpt, StepsOpt, check_device, describe,
                      file_format, finish, guarded, load_pipeline, precheck_outputs, progress_callback, sampling_flags)
@@ -30,6 +30,8 @@ def condition(
     seed: SeedOpt = None,
     duration: DurationOpt = None,
     device: DeviceOpt = Device.auto,
+    dtype: DtypeOpt = Precision.fp32,
+    compile_unet: CompileOpt = False,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
     force: ForceOpt = False,
@@ -54,7 +56,8 @@ def condition(
         jobs = read_manifest(manifest, JOB_KEYS)
         check_device(device)
         describe(model, reference=True)
-        pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
+        pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out,
+                         dtype=dtype, compile_unet=compile_unet)
         report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
                            keys=True)
 
@@ -75,7 +78,8 @@ def condition(
     summary = describe(model, reference=True)
     if summary:  # refused before torch and the weights load
         precheck_outputs(out, list(summary.stems), force, fmt[0])
-    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
+    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out,
+                         dtype=dtype, compile_unet=compile_unet)
     options = pipe.sampling_options("condition", **flags)
     precheck_outputs(out, list(pipe.stems), force, fmt[0])
     with progress_callback("generating", quiet or json_out) as cb:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import InputError
-from .common import (BitDepthOpt, ChannelsOpt, Device, DeviceOpt, DurationOpt, EtaOpt, FileFormat, FloatOpt, ForceOpt,
+from .common import (CompileOpt, DtypeOpt, Precision, BitDepthOpt, ChannelsOpt, Device, DeviceOpt, DurationOpt, EtaOpt, FileFormat, FloatOpt, ForceOpt,
                      FormatOpt, GuidanceOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, PresetOpt,
                      PromptOpt, QuietOpt, RevisionOpt, SampleRateOpt, SamplerOpt, SeedOpt, StepsOpt, check_device,
                      describe, file_format, finish, guarded, load_pipeline, parse_seeds, precheck_outputs,
@@ -32,6 +32,8 @@ def generate(
     seed: SeedOpt = None,
     duration: DurationOpt = None,
     device: DeviceOpt = Device.auto,
+    dtype: DtypeOpt = Precision.fp32,
+    compile_unet: CompileOpt = False,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
     force: ForceOpt = False,
@@ -67,7 +69,8 @@ def generate(
     summary = describe(model, prompt=prompt)
     if summary and many is None:  # refused before torch and the weights load
         precheck_outputs(out, select(names, summary.stems), force, fmt[0])
-    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
+    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out,
+                         dtype=dtype, compile_unet=compile_unet)
     options = pipe.sampling_options("generate", **flags)
     kwargs: dict[str, Any] = dict(duration=duration, stems=names, output_rate=sample_rate, output_channels=channels)
     finishing: dict[str, Any] = dict(command="generate", force=force, file_format=fmt, json_out=json_out, quiet=quiet,

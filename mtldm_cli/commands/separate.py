@@ -14,7 +14,7 @@ from ..audio import load_audio
 from ..config import METHODS
 from ..errors import InputError
 from ..options import SeparationOptions
-from .common import (BitDepthOpt, ChannelsOpt, Device, DeviceOpt, FileFormat, FloatOpt, ForceOpt, FormatOpt, JobReport,
+from .common import (CompileOpt, DtypeOpt, Precision, BitDepthOpt, ChannelsOpt, Device, DeviceOpt, FileFormat, FloatOpt, ForceOpt, FormatOpt, JobReport,
                      JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, QuietOpt, RevisionOpt, SampleRateOpt, SeedOpt,
                      StepsOpt, batch_inputs, check_device, describe, emit_json, file_format, finish, guarded,
                      load_pipeline, precheck_outputs, progress_callback)
@@ -40,6 +40,8 @@ def separate(
     wiener: Annotated[bool, typer.Option("--wiener/--no-wiener", help="Soft-mask the mixture's STFT with the estimates: outputs keep its phase and sum to it (--no-wiener: the decoded stems as they are).")] = _D("wiener"),
     seed: SeedOpt = None,
     device: DeviceOpt = Device.auto,
+    dtype: DtypeOpt = Precision.fp32,
+    compile_unet: CompileOpt = False,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
     force: ForceOpt = False,
@@ -77,7 +79,8 @@ def separate(
     summary = describe(model)
     if summary and single:  # refused before torch and the weights load
         precheck_outputs(out, list(summary.stems), force, fmt[0])
-    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out)
+    pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out,
+                         dtype=dtype, compile_unet=compile_unet)
     options = pipe.separation_options(**flags)
     finishing: dict[str, Any] = dict(command="separate", force=force, file_format=fmt, json_out=json_out, quiet=quiet,
                                      started=started, plot=plot)
