@@ -7,7 +7,8 @@
 2. CLI overhead: one default `demo` generate, total wall minus the sampling and decoding it records;
 3. N demo generations: N separate `mtldm generate` processes against one `mtldm generate --num N`
    (the ratio: the issue's goal is at least 1.5x);
-4. batched UNet forwards on the demo model: clips per second at batch 1, 2, 4, 8.
+4. batched UNet forwards on the demo model: clips per second at batch 1, 2, 4, 8 (--batches).
+   ``--only-unet --device cuda --dtype bf16 --batches 1,8,32`` runs only this part, e.g. on a GPU.
 Every timing comes from this one run on this machine; compare ratios, not seconds across machines.
 """
 
@@ -73,23 +74,30 @@ def generations(n: int, steps: int | None, work: Path) -> dict:
                          "decode_s": first["timings"]["decode_s"], "overhead_s": round(first["total_s"] - work_s, 2)}}
 
 
-def unet_throughput(batches: list[int], repeats: int) -> dict:
+def unet_throughput(batches: list[int], repeats: int, device: str = "cpu", dtype: str = "fp32") -> dict:
     import torch
 
     from mtldm_cli import MultiTrackPipeline
 
-    pipe = MultiTrackPipeline.from_pretrained("demo", device="cpu")
+    pipe = MultiTrackPipeline.from_pretrained("demo", device=device, torch_dtype=dtype)
+
+    def sync() -> None:
+        if pipe.device.type == "cuda":
+            torch.cuda.synchronize()
+
     unet, codec = pipe.unet, pipe.codec
     frames = codec.window_latent_frames
     out = {}
     with torch.no_grad():
         for b in batches:
-            x = torch.randn(b, len(pipe.stems), unet.config.latent_channels, frames, codec.latent_bins)
-            t_in = torch.full((b,), 500)
+            x = torch.randn(b, len(pipe.stems), unet.config.latent_channels, frames, codec.latent_bins, device=pipe.device)
+            t_in = torch.full((b,), 500, device=pipe.device)
             unet(x, t_in, None)  # warm-up
+            sync()
             t = time.perf_counter()
             for _ in range(repeats):
                 unet(x, t_in, None)
+            sync()
             per_forward = (time.perf_counter() - t) / repeats
             out[str(b)] = {"forward_s": round(per_forward, 4), "clips_per_s": round(b / per_forward, 3)}
     return out
@@ -101,14 +109,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--only-unet", action="store_true", help="only the batched UNet forwards (e.g. on a GPU)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--batches", default="1,2,4,8")
     args = ap.parse_args()
     report = {"machine": machine_report()}
+    batches = [int(b) for b in args.batches.split(",")]
+    if args.only_unet:
+        report["unet_forward"] = {"device": args.device, "dtype": args.dtype,
+                                  **unet_throughput(batches, args.repeats, args.device, args.dtype)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        return
     report["startup"] = startup(args.repeats)
     print(json.dumps(report["startup"]))
     with tempfile.TemporaryDirectory() as work:
         report["generate"] = generations(args.n, args.steps, Path(work))
     print(json.dumps(report["generate"]))
-    report["unet_forward"] = unet_throughput([1, 2, 4, 8], args.repeats)
+    report["unet_forward"] = unet_throughput(batches, args.repeats)
     print(json.dumps(report["unet_forward"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

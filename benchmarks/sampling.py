@@ -2,6 +2,7 @@
 
     python benchmarks/sampling.py                      # CPU, 2 threads
     python benchmarks/sampling.py --device cuda --dtype bf16 --compile
+    python benchmarks/sampling.py --skip forward,generate,accuracy --precision demo   # precision on a trained model
 
 1. One UNet forward (CFG batch of 2) on one 10.24 s, 4-stem latent [1, 4, 8, 256, 16].
 2. A whole `generate` (UNet + VAE decode + HiFi-GAN) at the paper preset (DDIM 200, eta 1) and the
@@ -11,6 +12,11 @@
 3. Sampler accuracy: how far each deterministic sampler's result lies from a 999-step DDIM (eta 0,
    every training timestep) solution of the same ODE, from the same noise, on --accuracy-model
    (default tiny-random: a trained model is needed for a verdict on audio quality).
+4. Precision and compilation on a trained model (--precision MODEL, e.g. demo): for fp32, bf16, fp16
+   and each compiled, side by side in this process: UNet forwards per second at the model's segment
+   (CFG batch of 2), and how far one seed's generated mix (DPM-Solver++ 25) lies from fp32's: relative
+   L2 of the waveform (Griffin-Lim's phase search magnifies any change) and mean absolute log-mel
+   difference (what a user hears change).
 
 Prints a JSON report (machine, date, settings, figures). Weights are random: nothing is downloaded.
 """
@@ -18,7 +24,6 @@ Prints a JSON report (machine, date, settings, figures). Weights are random: not
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import sys
@@ -39,8 +44,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build_full_random(folder: Path) -> Path:
-    """The published architecture with random weights: VAE, UNet, HiFi-GAN; a small CLAP (512-d)."""
+def build_full_random(folder: Path, small: bool = False) -> Path:
+    """The published architecture with random weights: VAE, UNet, HiFi-GAN; a small CLAP (512-d).
+    ``small``: narrow versions of all three instead, to check in seconds that the script runs."""
     from diffusers import AutoencoderKL
     from transformers import ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig, RobertaTokenizer, SpeechT5HifiGan, SpeechT5HifiGanConfig
 
@@ -52,14 +58,17 @@ def build_full_random(folder: Path) -> Path:
     quiet_libraries()
     torch.manual_seed(0)
     audio = AudioConfig()
-    AutoencoderKL(in_channels=1, out_channels=1, latent_channels=8, block_out_channels=(128, 256, 512),
+    width = 8 if small else 128
+    AutoencoderKL(in_channels=1, out_channels=1, latent_channels=8, block_out_channels=(width, 2 * width, 4 * width),
+                  norm_num_groups=8 if small else 32,
                   layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 3,
                   up_block_types=("UpDecoderBlock2D",) * 3, sample_size=1024).save_pretrained(folder / "vae")
-    unet = MultiTrackUNet(UNetConfig())
+    unet = MultiTrackUNet(UNetConfig(model_channels=16, channel_mult=(1, 2), attention_resolutions=(2,),
+                                     num_head_channels=8, norm_groups=8) if small else UNetConfig())
     tiny.perturb_zero_init(unet)
     unet.save_pretrained(folder / "unet")
     SpeechT5HifiGan(SpeechT5HifiGanConfig(
-        model_in_dim=64, sampling_rate=16000, upsample_initial_channel=1024, upsample_rates=[5, 4, 2, 2, 2],
+        model_in_dim=64, sampling_rate=16000, upsample_initial_channel=32 if small else 1024, upsample_rates=[5, 4, 2, 2, 2],
         upsample_kernel_sizes=[16, 16, 8, 4, 4], resblock_kernel_sizes=[3, 7, 11],
         resblock_dilation_sizes=[[1, 3, 5]] * 3, normalize_before=False)).save_pretrained(folder / "vocoder")
     training_scheduler().save_pretrained(folder / "scheduler")
@@ -79,12 +88,6 @@ def build_full_random(folder: Path) -> Path:
     return folder
 
 
-def autocast(device: str, dtype: str):
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
-
-
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -92,13 +95,11 @@ def sync(device: str) -> None:
 
 def time_forward(pipe, args) -> dict:
     unet = pipe.unet
-    if args.compile:
-        unet = torch.compile(unet)
     x = torch.randn(2, 4, 8, 256, 16, device=pipe.device)
     t = torch.tensor([500, 500], device=pipe.device)
     y = torch.randn(2, 512, device=pipe.device)
     times = []
-    with torch.no_grad(), autocast(pipe.device.type, args.dtype):
+    with torch.no_grad():
         for _ in range(args.warmup + args.repeats):
             sync(args.device)
             t0 = time.perf_counter()
@@ -122,11 +123,10 @@ def time_generate(pipe, args) -> dict:
     for preset in ("paper", "fast"):
         sync(args.device)
         t0 = time.perf_counter()
-        with autocast(pipe.device.type, args.dtype):
-            res = pipe.generate("a song", duration=args.generate_seconds, preset=preset, seed=0)
+        res = pipe.generate("a song", duration=args.generate_seconds, preset=preset, seed=0)
         sync(args.device)
-        out[preset] = {"seconds": round(time.perf_counter() - t0, 3), "sampler": res.info["sampler"],
-                       "steps": res.info["steps"], "peak_rss_mb": round(peak_rss_mb()), **gpu_peak(args.device)}
+        out[preset] = {"seconds": round(time.perf_counter() - t0, 3), "sampler": res.info["options"]["sampler"],
+                       "steps": res.info["options"]["steps"], "peak_rss_mb": round(peak_rss_mb()), **gpu_peak(args.device)}
     out["paper_over_fast"] = round(out["paper"]["seconds"] / out["fast"]["seconds"], 2)
     out["audio_seconds"] = args.generate_seconds
     return out
@@ -159,24 +159,72 @@ def accuracy(model: str, steps_list: list[int]) -> dict:
     return {"model": model, "reference": "ddim-999 (eta 0)", "relative_l2": rows}
 
 
+def precision(model: str, variants: list[str], device: str, repeats: int) -> dict:
+    """Each variant (``fp32``, ``bf16``, ``fp16``, ``+compile``) of ``model``: forward speed and its
+    distance from fp32 on one seed."""
+    import numpy as np
+
+    from mtldm_cli import MultiTrackPipeline
+
+    rows: dict = {}
+    reference = None
+    for variant in variants:
+        dtype, compiled = variant.split("+")[0], variant.endswith("+compile")
+        pipe = MultiTrackPipeline.from_pretrained(model, device=device, torch_dtype=dtype, compile=compiled)
+        shape = (2, len(pipe.stems), pipe.unet.config.latent_channels, pipe.codec.window_latent_frames, pipe.codec.latent_bins)
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(pipe.device)
+        t = torch.full((2,), 500, device=pipe.device)
+        cond = pipe.conditioner.null().expand(2, -1) if pipe.conditional else None
+        with torch.no_grad():
+            sync(device)
+            t0 = time.perf_counter()
+            pipe.unet(x, t, cond)  # compiling, for a compiled variant
+            sync(device)
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                pipe.unet(x, t, cond)
+            sync(device)
+            per = (time.perf_counter() - t0) / repeats
+        out = pipe.generate(seed=0, preset="fast")
+        mix = out.mix.astype(np.float64)
+        mel = pipe.codec.mel(torch.from_numpy(out.mix).float()[None].to(pipe.device), pipe.codec.mel_frames(len(mix)))
+        row = {"first_forward_s": round(first, 3), "forward_s": round(per, 4), "forwards_per_s": round(1 / per, 2),
+               **gpu_peak(device)}
+        if reference is None:
+            reference, reference_mel = mix, mel
+        else:
+            row["mix_relative_l2_to_fp32"] = round(float(np.linalg.norm(mix - reference) / np.linalg.norm(reference)), 5)
+            row["mix_logmel_l1_to_fp32"] = round(float((mel - reference_mel).abs().mean()), 5)
+            row["speedup_over_fp32"] = round(rows[variants[0]]["forward_s"] / per, 2)
+        rows[variant] = row
+        print(variant, json.dumps(row), file=sys.stderr)
+        del pipe
+    return {"model": model, "shape": list(shape), "repeats": repeats, "variants": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--small", action="store_true", help="a narrow random model: checks that the script runs, times nothing real")
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--generate-seconds", type=float, default=None, help="default 0.32 on CPU, 10.24 on CUDA")
     ap.add_argument("--accuracy-model", default="tiny-random")
     ap.add_argument("--accuracy-steps", default="10,15,25,50")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: forward,generate,accuracy")
+    ap.add_argument("--precision", default=None, metavar="MODEL", help="also compare precisions on this trained model")
+    ap.add_argument("--variants", default="fp32,bf16,fp16,fp32+compile,bf16+compile")
+    ap.add_argument("--precision-repeats", type=int, default=10)
     args = ap.parse_args()
     args.generate_seconds = args.generate_seconds or (10.24 if args.device == "cuda" else 0.32)
     torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))
     report = {**machine_report(), "device": args.device, "threads": torch.get_num_threads(),
-              "dtype": args.dtype, "compile": args.compile}
+              "dtype": args.dtype, "compile": args.compile, "small": args.small}
     if args.device == "cuda":
         report["gpu"] = torch.cuda.get_device_name()
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +232,9 @@ def main() -> None:
             from mtldm_cli import MultiTrackPipeline
 
             t0 = time.perf_counter()
-            pipe = MultiTrackPipeline.from_folder(build_full_random(Path(tmp))).to(args.device)
+            pipe = MultiTrackPipeline.from_folder(build_full_random(Path(tmp), args.small)).to(args.device, args.dtype)
+            if args.compile:
+                pipe.compile()
             report["build_s"] = round(time.perf_counter() - t0, 1)
             report["unet_parameters"] = sum(p.numel() for p in pipe.unet.parameters())
             if "forward" not in skip:
@@ -195,6 +245,8 @@ def main() -> None:
             del pipe
         if "accuracy" not in skip:
             report["accuracy"] = accuracy(args.accuracy_model, [int(s) for s in args.accuracy_steps.split(",")])
+        if args.precision:
+            report["precision"] = precision(args.precision, args.variants.split(","), args.device, args.precision_repeats)
     print(json.dumps(report, indent=2))
 
 

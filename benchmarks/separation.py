@@ -3,6 +3,7 @@
     python benchmarks/separation.py                      # the demo model, 8 test tracks, paper settings
     python benchmarks/separation.py --model models/demo --tracks 16
     python benchmarks/separation.py --quick              # 2 tracks, 30 steps, 1 resample: < 5 min on 2 cores
+    python benchmarks/separation.py --methods dirac gaussian --settings 150x2 75x1 50x1 30x1  # cost sweep
 
 Each test track gives one 10.24 s window (the model's segment) of its four stems; the mixture is
 their sum. Scores follow MSDM's protocol (`mtldm evaluate`): SI-SDRi on 4 s windows with a 2 s hop,
@@ -19,6 +20,9 @@ Rows:
 - oracle "VAE + vocoder + Wiener": the same, post-filtered with the mixture;
 - oracle "ideal ratio mask": the true stems' |S_i|^2 / sum |S_j|^2 over the mixture's STFT.
 Time: seconds of CPU wall time per second of separated audio, at --threads threads.
+With several --settings (STEPSxRESAMPLES), each method runs at each, its rows named ``method STEPSxRESAMPLES``;
+every setting draws the same seed for a track, and "paired" gives each row's mean and spread of the
+per-track difference (mean active SI-SDRi after Wiener) from the first setting's row.
 
 Prints a JSON report (machine, date, settings, figures).
 """
@@ -60,6 +64,25 @@ def pooled(scores: list[dict], stems) -> dict:
     return out
 
 
+def paired(rows: dict[str, list], stems, settings) -> dict:
+    """Each cheaper setting against the first, track by track (same seeds): the mean and standard
+    deviation of the difference in mean active SI-SDRi after Wiener, in dB."""
+    def per_track(d: dict) -> float:
+        vals = [d[s]["si_sdri_active"] for s in stems if d[s]["windows_active"]]
+        return float(np.mean(vals))
+
+    first = f"{settings[0][0]}x{settings[0][1]}"
+    out = {}
+    for name, scores in rows.items():
+        if not name.endswith(" + Wiener") or f" {first} " in f" {name} " or name.startswith("oracle"):
+            continue
+        base = rows[name.replace(name.split(" ")[-3], first)]
+        diff = [per_track(a) - per_track(b) for a, b in zip(scores, base)]
+        out[name] = {"against": name.replace(name.split(" ")[-3], first), "mean_db": round(float(np.mean(diff)), 3),
+                     "std_db": round(float(np.std(diff, ddof=1)), 3) if len(diff) > 1 else None}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="demo")
@@ -70,6 +93,8 @@ def main() -> None:
                     help="strengths to run the consistency method with (one row each)")
     ap.add_argument("--steps", type=int, default=None, help="default: the model's separate_steps")
     ap.add_argument("--resamples", type=int, default=2)
+    ap.add_argument("--settings", nargs="*", default=None,
+                    help="STEPSxRESAMPLES pairs to run each method at (overrides --steps and --resamples)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="2 tracks, 30 steps, 1 resample")
     args = ap.parse_args()
@@ -85,8 +110,9 @@ def main() -> None:
     test = windows(pipe, args.data, args.tracks)
     stems, sr = list(pipe.stems), pipe.sample_rate
     steps = args.steps or pipe.config.sampling.separate_steps
+    settings = [tuple(int(v) for v in s.lower().split("x")) for s in args.settings] if args.settings else [(steps, args.resamples)]
     report = {**machine_report(), "model": args.model, "data": str(args.data), "tracks": len(test),
-              "seconds_each": pipe.config.audio.segment_seconds, "steps": steps, "resamples": args.resamples,
+              "seconds_each": pipe.config.audio.segment_seconds, "settings": [f"{n}x{r}" for n, r in settings],
               "threads": torch.get_num_threads()}
     rows: dict[str, list] = {}
     times: dict[str, float] = {}
@@ -102,13 +128,14 @@ def main() -> None:
         score("oracle: VAE + vocoder", coded, ref, mix)
         score("oracle: VAE + vocoder + Wiener", wiener_filter(coded, mix), ref, mix)
         score("oracle: ideal ratio mask", wiener_filter(ref, mix), ref, mix)
-        runs = [(m, {}) for m in args.methods if m != "consistency"]
+        runs = [(m, {"method": m}) for m in args.methods if m != "consistency"]
         runs += [(f"consistency (strength {g:g})", {"method": "consistency", "consistency": g})
                  for g in args.consistency if "consistency" in args.methods]
+        runs = [(f"{name} {n}x{r}" if len(settings) > 1 else name, extra | {"steps": n, "resamples": r})
+                for name, extra in runs for n, r in settings]
         for name, extra in runs:
             t0 = time.perf_counter()
-            out = pipe.separate(mix, **({"method": name} | extra), steps=steps, resamples=args.resamples, seed=i,
-                                wiener=False)  # the post-filter is applied (and scored) below
+            out = pipe.separate(mix, **extra, seed=i, wiener=False)  # the post-filter is applied (and scored) below
             times[name] = times.get(name, 0.0) + time.perf_counter() - t0
             est = torch.from_numpy(np.stack([out.stems[s] for s in stems]))
             score(name, est, ref, mix)
@@ -116,6 +143,8 @@ def main() -> None:
     audio_s = len(test) * ref.shape[-1] / sr
     report["si_sdri_db"] = {name: pooled(s, stems) for name, s in rows.items()}
     report["wall_s_per_audio_s"] = {m: round(t / audio_s, 2) for m, t in times.items()}
+    if len(settings) > 1:
+        report["paired"] = paired(rows, stems, settings)
     print(json.dumps(report, indent=1))
 
 

