@@ -120,6 +120,7 @@ class SeparationOptions(_Options):
     source: int = -1  # dirac: index of the stem pinned to the mixture constraint
     consistency: float = Field(1.0, ge=0.0)  # consistency: strength of the mel-domain gradient
     wiener: bool = True
+    chunk_batch: int = Field(4, ge=1, le=64)  # chunks of a long mixture sampled at once (one batch)
     seed: int = Field(ge=0, le=MAX_SEED)
 
     @classmethod

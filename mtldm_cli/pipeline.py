@@ -48,7 +48,7 @@ from .names import safe_component
 from .options import SamplingOptions, SeparationOptions
 from .plot import PLOT_FILE, plot_stems
 from .samplers import cfg_model_fn
-from .sampling import Known, per_window, sample_windows
+from .sampling import Known, sample_windows
 from .separation import eps_score, karras_sigmas, sample_separation, separation_differential, wiener_filter
 from .sources import resolve_model
 from .stems import check_arrangement, name_given, select
@@ -405,14 +405,17 @@ class MultiTrackPipeline:
         chunks = self.codec.sample_windows(mix.shape[-1])
         joined = OverlapAdd(len(self.stems), mix.shape[-1])
         t0, decode_s = time.perf_counter(), 0.0
-        # 2. chunk by chunk (the track stays on the CPU): encode, sample the stems, decode, overlap-add
-        for chunk in chunks:
-            piece = mix[chunk.start:chunk.stop]
-            z = self._separate_chunk(piece, opts, sigmas, g, per_window(callback, chunk, len(chunks), opts.steps, "chunk"))
+        # 2. chunk_batch chunks at a time through the model (the track stays on the CPU): encode,
+        # sample the stems, decode, overlap-add
+        groups = [chunks[k:k + opts.chunk_batch] for k in range(0, len(chunks), opts.chunk_batch)]
+        for n, group in enumerate(groups):
+            pieces = torch.stack([mix[c.start:c.stop] for c in group])
+            z = self._separate_chunks(pieces, opts, sigmas, g, per_group(callback, n, len(groups)))
             t1 = time.perf_counter()
             if callback is not None:
                 callback({"stage": "decoding"})
-            joined.add(chunk, self.codec.decode(z, len(piece))[0])
+            for chunk, wav in zip(group, self.codec.decode(z, pieces.shape[-1])):
+                joined.add(chunk, wav)
             decode_s += time.perf_counter() - t1
         wav = joined.result()
         # 3. the Wiener post-filter
@@ -477,18 +480,19 @@ class MultiTrackPipeline:
         timings = dict(sample_s=round(t1 - t0, 3), decode_s=round(time.perf_counter() - t1, 3))
         return wav, dict(windows=len(windows), timings=timings)
 
-    def _separate_chunk(self, piece: torch.Tensor, opts: SeparationOptions, sigmas: torch.Tensor,
-                        g: torch.Generator, callback: Callback) -> torch.Tensor:
-        """The stems' latents of one segment-long chunk of the mixture."""
-        m = self.codec.encode(piece[None, None])
+    def _separate_chunks(self, pieces: torch.Tensor, opts: SeparationOptions, sigmas: torch.Tensor,
+                         g: torch.Generator, callback: Callback) -> torch.Tensor:
+        """The stems' latents ``[G, S, C, T, F]`` of ``G`` chunks ``[G, samples]`` of the mixture, sampled
+        as one batch (each chunk is its own item: its own mixture, CLAP embedding and noise)."""
+        m = self.codec.encode(pieces[:, None])
         kwargs: dict[str, Any] = {"source": opts.source} if opts.method == "dirac" else {"gamma_coeff": opts.gamma}
         if opts.method == "consistency":
-            mel = self.codec.mel(piece.to(self.device), self.codec.mel_frames(len(piece)))[None]
+            mel = self.codec.mel(pieces.to(self.device), self.codec.mel_frames(pieces.shape[-1]))
             kwargs |= dict(decode_mel=self.codec.decode_mel, guidance=opts.consistency, mixture_mel=mel)
-        cond = self.conditioner.audio(piece[None]) if self.conditional else None
+        cond = self.conditioner.audio(pieces) if self.conditional else None
         score = eps_score(cfg_model_fn(self.unet, cond, None, 1.0), opts.sigma_max,
                           self.scheduler.config.num_train_timesteps)
-        noise = torch.randn((1, len(self.stems), *m.shape[2:]), generator=g).to(self.device)
+        noise = torch.randn((len(pieces), len(self.stems), *m.shape[2:]), generator=g).to(self.device)
         with torch.no_grad():
             return sample_separation(separation_differential(opts.method, score, m, **kwargs), noise, sigmas,
                                      s_churn=opts.s_churn, num_resamples=opts.resamples, generator=g, callback=callback)

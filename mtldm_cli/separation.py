@@ -72,8 +72,8 @@ def consistency_differential(x, sigma, score_fn: ScoreFn, mixture, *, decode_mel
         xg = x.detach().requires_grad_(True)
         mel = decode_mel(xg - sigma * eps.detach())  # [B, S, T, M] log-mel per stem
         residual = 0.5 * torch.logsumexp(2 * mel, dim=1) - mixture_mel
-        norm = residual.pow(2).sum().sqrt()
-        (grad,) = torch.autograd.grad(norm, xg)
+        norms = residual.pow(2).flatten(1).sum(1).sqrt()  # one per batch item: each its own step size
+        (grad,) = torch.autograd.grad(norms.sum(), xg)
     return d + guidance * grad, x
 
 

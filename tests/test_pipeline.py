@@ -125,14 +125,15 @@ def test_long_mixtures_are_separated_in_crossfaded_chunks(pipe):
     seg = pipe.codec.segment_samples
     assert len(chunks) == 3 and chunks[0].start == 0 and chunks[-1].stop == len(mix)
     assert chunks[1].start - chunks[0].start == seg - round(2.56 * 16000) and chunks[0].after == round(2.56 * 16000)
-    ticks = []
-    out = pipe.separate(mix, steps=1, resamples=1, seed=0, wiener=True, callback=ticks.append)
-    steps = [t for t in ticks if "i" in t]
-    assert out.info["chunks"] == 3 and [t["chunk"] for t in steps] == [0, 1, 2]
-    assert [t["i"] for t in steps] == [0, 1, 2] and {t["total"] for t in steps} == {3}
-    assert [t.get("stage") for t in ticks] == [None, "decoding"] * 3  # each chunk's decoding is said
-    assert all(w.shape == (len(mix),) and np.isfinite(w).all() for w in out.stems.values())
-    assert np.allclose(out.mix, mix, atol=1e-4)
+    for chunk_batch, groups in ((1, 3), (2, 2), (4, 1)):  # chunks go through the model chunk_batch at a time
+        ticks = []
+        out = pipe.separate(mix, steps=1, resamples=1, seed=0, wiener=True, callback=ticks.append, chunk_batch=chunk_batch)
+        steps = [t for t in ticks if "i" in t]
+        assert out.info["chunks"] == 3 and out.info["options"]["chunk_batch"] == chunk_batch
+        assert [t["i"] for t in steps] == list(range(groups)) and {t["total"] for t in steps} == {groups}
+        assert [t.get("stage") for t in ticks] == [None, "decoding"] * groups  # each group's decoding is said
+        assert all(w.shape == (len(mix),) and np.isfinite(w).all() for w in out.stems.values())
+        assert np.allclose(out.mix, mix, atol=1e-4)
 
 
 def test_separate_rejects_silence_and_bad_settings(pipe):

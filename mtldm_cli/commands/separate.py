@@ -37,6 +37,7 @@ def separate(
     sigma_min: Annotated[Optional[float], typer.Option(min=0.0, help=f"Smallest noise level (default: {_D('sigma_min')}).")] = None,
     gamma: Annotated[Optional[float], typer.Option(min=0.0, help=f"gaussian: likelihood width as a multiple of sigma (default: {_D('gamma')}).")] = None,
     consistency: Annotated[Optional[float], typer.Option(min=0.0, help=f"consistency: strength of the mel-domain mixture-consistency gradient (default: {_D('consistency')}).")] = None,
+    chunk_batch: Annotated[Optional[int], typer.Option(min=1, max=64, help=f"Chunks of a long mixture sampled at once, as one batch: faster, more memory (default: {_D('chunk_batch')}).")] = None,
     wiener: Annotated[bool, typer.Option("--wiener/--no-wiener", help="Soft-mask the mixture's STFT with the estimates: outputs keep its phase and sum to it (--no-wiener: the decoded stems as they are).")] = _D("wiener"),
     seed: SeedOpt = None,
     device: DeviceOpt = Device.auto,
@@ -73,7 +74,7 @@ def separate(
     if single:
         mix = load_audio(jobs.pop(next(iter(jobs)))["mixture"])  # read once, before the model loads: a bad file fails at once
     flags = dict(method=method.value, steps=steps, s_churn=churn, resamples=resamples, sigma_max=sigma_max,
-                 sigma_min=sigma_min, gamma=gamma, consistency=consistency, wiener=wiener, seed=seed)
+                 sigma_min=sigma_min, gamma=gamma, consistency=consistency, wiener=wiener, chunk_batch=chunk_batch, seed=seed)
     SeparationOptions.check_given(**flags)
     check_device(device)
     summary = describe(model)
@@ -106,5 +107,5 @@ def separate(
 
 
 JOB_KEYS = {"mixture", "method", "steps", "s_churn", "resamples", "sigma_max", "sigma_min", "gamma", "consistency", "wiener",
-            "seed"}
+            "chunk_batch", "seed"}
 
