@@ -24,6 +24,7 @@ Prints a JSON report (machine, date, settings, figures). Weights are random: not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -209,6 +210,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--sdpa", default="auto", choices=["auto", "math"],
+                    help="math: force SDPA's math backend (what the UNet got before its heads were contiguous)")
     ap.add_argument("--small", action="store_true", help="a narrow random model: checks that the script runs, times nothing real")
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1)
@@ -224,7 +227,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))
     report = {**machine_report(), "device": args.device, "threads": torch.get_num_threads(),
-              "dtype": args.dtype, "compile": args.compile, "small": args.small}
+              "dtype": args.dtype, "compile": args.compile, "small": args.small, "sdpa": args.sdpa}
     if args.device == "cuda":
         report["gpu"] = torch.cuda.get_device_name()
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,7 +241,10 @@ def main() -> None:
             report["build_s"] = round(time.perf_counter() - t0, 1)
             report["unet_parameters"] = sum(p.numel() for p in pipe.unet.parameters())
             if "forward" not in skip:
-                report["unet_forward_cfg_batch"] = time_forward(pipe, args)
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+
+                with sdpa_kernel(SDPBackend.MATH) if args.sdpa == "math" else contextlib.nullcontext():
+                    report["unet_forward_cfg_batch"] = time_forward(pipe, args)
                 print(json.dumps(report["unet_forward_cfg_batch"]), file=sys.stderr)
             if "generate" not in skip:
                 report["generate"] = time_generate(pipe, args)
