@@ -5,6 +5,7 @@
 1. start-up: wall time and peak memory (max RSS) of `mtldm --help` and `mtldm models`, each in a
    fresh process;
 2. CLI overhead: one default `demo` generate, total wall minus the sampling and decoding it records;
+   and what its imports cost, each chain in a fresh interpreter (torch, diffusers' scheduler and VAE);
 3. N demo generations: N separate `mtldm generate` processes against one `mtldm generate --num N`
    (the ratio: the issue's goal is at least 1.5x);
 4. batched UNet forwards on the demo model: clips per second at batch 1, 2, 4, 8 (--batches).
@@ -51,6 +52,30 @@ def startup(repeats: int) -> dict:
                                capture_output=True, text=True)
         peak = int(probe.stdout.strip()) / 1024
         out[name] = {"wall_s_median": round(sorted(walls)[len(walls) // 2], 3), "peak_rss_mb": round(peak, 1)}
+    return out
+
+
+# What a demo generate's start-up imports, each chain in a fresh interpreter (wall seconds, median):
+# the overhead's floor with diffusers on the inference path.
+IMPORTS = {
+    "python": "pass",
+    "torch": "import torch",
+    "torch + diffusers' DDIM scheduler": "import torch, diffusers.schedulers.scheduling_ddim",
+    "torch + diffusers' AutoencoderKL": "import torch, diffusers.models.autoencoders.autoencoder_kl",
+    "torch + torch._dynamo": "import torch, torch._dynamo",
+    "mtldm's pipeline (all of the above)": "import mtldm_cli.pipeline, mtldm_cli.components, diffusers.models.autoencoders.autoencoder_kl",
+}
+
+
+def imports(repeats: int) -> dict:
+    out = {}
+    for name, code in IMPORTS.items():
+        walls = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+            walls.append(time.perf_counter() - t)
+        out[name] = round(sorted(walls)[len(walls) // 2], 2)
     return out
 
 
@@ -124,6 +149,8 @@ def main() -> None:
         return
     report["startup"] = startup(args.repeats)
     print(json.dumps(report["startup"]))
+    report["imports_s"] = imports(args.repeats)
+    print(json.dumps(report["imports_s"]))
     with tempfile.TemporaryDirectory() as work:
         report["generate"] = generations(args.n, args.steps, Path(work))
     print(json.dumps(report["generate"]))

@@ -13,7 +13,7 @@
    every training timestep) solution of the same ODE, from the same noise, on --accuracy-model
    (default tiny-random: a trained model is needed for a verdict on audio quality).
 4. Precision and compilation on a trained model (--precision MODEL, e.g. demo): for fp32, bf16, fp16
-   and each compiled, side by side in this process: UNet forwards per second at the model's segment
+   (each also compiled, or with channels-last 3D weights), side by side in this process: UNet forwards per second at the model's segment
    (CFG batch of 2), and how far one seed's generated mix (DPM-Solver++ 25) lies from fp32's: relative
    L2 of the waveform (Griffin-Lim's phase search magnifies any change) and mean absolute log-mel
    difference (what a user hears change).
@@ -161,8 +161,8 @@ def accuracy(model: str, steps_list: list[int]) -> dict:
 
 
 def precision(model: str, variants: list[str], device: str, repeats: int) -> dict:
-    """Each variant (``fp32``, ``bf16``, ``fp16``, ``+compile``) of ``model``: forward speed and its
-    distance from fp32 on one seed."""
+    """Each variant (``fp32``, ``bf16``, ``fp16``, with ``+compile`` and/or ``+cl3d``: channels-last
+    3D weights) of ``model``: forward speed and its distance from fp32 on one seed."""
     import numpy as np
 
     from mtldm_cli import MultiTrackPipeline
@@ -170,8 +170,10 @@ def precision(model: str, variants: list[str], device: str, repeats: int) -> dic
     rows: dict = {}
     reference = None
     for variant in variants:
-        dtype, compiled = variant.split("+")[0], variant.endswith("+compile")
-        pipe = MultiTrackPipeline.from_pretrained(model, device=device, torch_dtype=dtype, compile=compiled)
+        dtype, *extras = variant.split("+")
+        pipe = MultiTrackPipeline.from_pretrained(model, device=device, torch_dtype=dtype, compile="compile" in extras)
+        if "cl3d" in extras:  # channels-last 3D weights: a candidate, not a library option until it pays
+            pipe.unet.to(memory_format=torch.channels_last_3d)
         shape = (2, len(pipe.stems), pipe.unet.config.latent_channels, pipe.codec.window_latent_frames, pipe.codec.latent_bins)
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(pipe.device)
         t = torch.full((2,), 500, device=pipe.device)
@@ -194,6 +196,11 @@ def precision(model: str, variants: list[str], device: str, repeats: int) -> dic
                **gpu_peak(device)}
         if reference is None:
             reference, reference_mel = mix, mel
+            # the scale to read the distances on: the same model and precision, another seed
+            other = pipe.generate(seed=1, preset="fast").mix.astype(np.float64)
+            other_mel = pipe.codec.mel(torch.from_numpy(other).float()[None].to(pipe.device), pipe.codec.mel_frames(len(other)))
+            row["another_seed"] = {"mix_relative_l2": round(float(np.linalg.norm(other - mix) / np.linalg.norm(mix)), 5),
+                                   "mix_logmel_l1": round(float((other_mel - mel).abs().mean()), 5)}
         else:
             row["mix_relative_l2_to_fp32"] = round(float(np.linalg.norm(mix - reference) / np.linalg.norm(reference)), 5)
             row["mix_logmel_l1_to_fp32"] = round(float((mel - reference_mel).abs().mean()), 5)
@@ -220,7 +227,7 @@ def main() -> None:
     ap.add_argument("--accuracy-steps", default="10,15,25,50")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: forward,generate,accuracy")
     ap.add_argument("--precision", default=None, metavar="MODEL", help="also compare precisions on this trained model")
-    ap.add_argument("--variants", default="fp32,bf16,fp16,fp32+compile,bf16+compile")
+    ap.add_argument("--variants", default="fp32,bf16,fp16,fp32+cl3d,fp32+compile,bf16+compile")
     ap.add_argument("--precision-repeats", type=int, default=10)
     args = ap.parse_args()
     args.generate_seconds = args.generate_seconds or (10.24 if args.device == "cuda" else 0.32)

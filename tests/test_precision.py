@@ -74,6 +74,9 @@ def test_the_cli_records_the_precision(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     run = json.loads((tmp_path / "g" / "run.json").read_text())
     assert run["dtype"] == "bfloat16" and run["compiled"] is False
+    r = cli("generate", "--model", "tiny-random", "--out", tmp_path / "f", "--steps", "1", "--duration", "0.5",
+            "--dtype", "fp16", "--device", "cpu")
+    assert r.exit_code == 0 and "fp16 on a CPU" in r.stderr  # slow there: said, not refused
     r = cli("generate", "--model", "tiny-random", "--out", tmp_path / "h", "--dtype", "fp8")
     assert r.exit_code == 2 and "--dtype" in r.stderr
 

@@ -241,6 +241,9 @@ def load_pipeline(model: str, device: Device, *, revision=None, offline=False, q
             model, device=where, revision=revision, offline=offline or None,
             progress=lambda m: note(m, quiet), torch_dtype=dtype.value, compile=compile_unet,
         )
+    if dtype == Precision.fp16 and pipe.device.type == "cpu" and not quiet:
+        err_console.print("[yellow]warning:[/] fp16 on a CPU is emulated by most processors, many times slower "
+                          "than fp32 (docs/performance.md); bf16 is the half precision CPUs run fast", soft_wrap=True)
     precision = "" if dtype == Precision.fp32 else f" in {dtype.value}"
     note(f"model {pipe.config.name} on {pipe.device}{precision}{', compiled' if compile_unet else ''}", quiet)
     return pipe
