@@ -4,6 +4,7 @@
     python benchmarks/separation.py --model models/demo --tracks 16
     python benchmarks/separation.py --quick              # 2 tracks, 30 steps, 1 resample: < 5 min on 2 cores
     python benchmarks/separation.py --methods dirac gaussian --settings 150x2 75x1 50x1 30x1  # cost sweep
+    python benchmarks/separation.py --methods dirac --long 2 --long-settings 150x2/1 32x2/4   # whole tracks
 
 Each test track gives one 10.24 s window (the model's segment) of its four stems; the mixture is
 their sum. Scores follow MSDM's protocol (`mtldm evaluate`): SI-SDRi on 4 s windows with a 2 s hop,
@@ -23,6 +24,8 @@ Time: seconds of CPU wall time per second of separated audio, at --threads threa
 With several --settings (STEPSxRESAMPLES), each method runs at each, its rows named ``method STEPSxRESAMPLES``;
 every setting draws the same seed for a track, and "paired" gives each row's mean and spread of the
 per-track difference (mean active SI-SDRi after Wiener) from the first setting's row.
+``--long N`` instead separates the first N test tracks whole (30 s: several chunks) at each of
+--long-settings (STEPSxRESAMPLES/CHUNK_BATCH): wall time per audio second and whole-track SI-SDRi.
 
 Prints a JSON report (machine, date, settings, figures).
 """
@@ -83,6 +86,39 @@ def paired(rows: dict[str, list], stems, settings) -> dict:
     return out
 
 
+def whole_tracks(pipe, args) -> dict:
+    """Whole test tracks, several chunks each, at each long setting: wall time and SI-SDRi (Wiener on)."""
+    from mtldm_cli.audio import read_audio
+
+    folders = sorted(p for p in args.data.iterdir() if (p / "mix.wav").is_file())[:args.long]
+    stems = list(pipe.stems)
+    rows: dict = {}
+    audio_s = 0.0
+    for i, folder in enumerate(folders):
+        ref = {s: read_audio(folder / f"{s}.wav")[0] for s in stems}
+        mix = sum(ref.values())
+        audio_s += len(mix) / pipe.sample_rate
+        for setting in args.long_settings:
+            steps, rest = setting.lower().split("x")
+            resamples, chunk_batch = (int(v) for v in rest.split("/"))
+            row = rows.setdefault(setting, {"wall_s": 0.0, "scores": []})
+            t0 = time.perf_counter()
+            out = pipe.separate(mix, sample_rate=pipe.sample_rate, method=args.methods[0], steps=int(steps),
+                                resamples=resamples, chunk_batch=chunk_batch, seed=i)
+            row["wall_s"] += time.perf_counter() - t0
+            row["chunks"] = out.info["chunks"]
+            row["scores"].append(evaluate_separation(out.stems, ref, pipe.sample_rate, mix))
+    report = {**machine_report(), "model": args.model, "method": args.methods[0], "tracks": len(folders),
+              "audio_s": round(audio_s, 2), "threads": torch.get_num_threads(), "settings": {}}
+    for setting, row in rows.items():
+        report["settings"][setting] = {"wall_s_per_audio_s": round(row["wall_s"] / audio_s, 3), "chunks_per_track": row["chunks"],
+                                       "si_sdri_db": pooled(row["scores"], stems)}
+    first = next(iter(rows))
+    for setting in rows:
+        report["settings"][setting]["speedup_over_first"] = round(rows[first]["wall_s"] / rows[setting]["wall_s"], 2)
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="demo")
@@ -96,6 +132,8 @@ def main() -> None:
     ap.add_argument("--settings", nargs="*", default=None,
                     help="STEPSxRESAMPLES pairs to run each method at (overrides --steps and --resamples)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--long", type=int, default=0, metavar="N", help="separate N whole test tracks instead")
+    ap.add_argument("--long-settings", nargs="*", default=["150x2/1", "32x2/4"])
     ap.add_argument("--quick", action="store_true", help="2 tracks, 30 steps, 1 resample")
     args = ap.parse_args()
     if args.quick:
@@ -103,6 +141,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     pipe = MultiTrackPipeline.from_pretrained(args.model, device="cpu")
+    if args.long:
+        print(json.dumps(whole_tracks(pipe, args), indent=1))
+        return
     if not args.data.is_dir():
         from mtldm_cli.data.render import synthesize
 
