@@ -203,6 +203,10 @@ class RankPrefixed(io.TextIOBase):
     def isatty(self) -> bool:
         return self.stream.isatty()
 
+    @property
+    def encoding(self):  # type: ignore[override]
+        return self.stream.encoding
+
     def fileno(self) -> int:
         return self.stream.fileno()
 
