@@ -98,9 +98,8 @@ class MultiTrackOutput:
         audio: dict[Path, np.ndarray] = {paths[n]: w for n, w in self.stems.items()} | {paths["mix"]: self.mix}
         audio, notes = fit_full_scale(audio, paths["mix"]) if subtype != "float" else (audio, {})
         if notes:
-            warning = notes.pop("warning")
-            audible = abs(next(iter(notes.values()))) >= INAUDIBLE_DB
-            self.info = self.info | notes | ({"warnings": [*self.info.get("warnings", []), warning]} if audible else {})
+            warning = notes.pop("warning", None)
+            self.info = self.info | notes | ({"warnings": [*self.info.get("warnings", []), warning]} if warning else {})
         extra = [paths[PLOT_FILE]] if plot else []
         info = self.info | {"files": [p.name for p in [*audio, *extra]], "sample_rate": self.sample_rate,
                             "channels": self.channels, "format": format, "subtype": subtype}
@@ -122,21 +121,22 @@ def fit_full_scale(audio: dict[Path, np.ndarray], mix: Path) -> tuple[dict[Path,
     """Fixed-point WAVs clip above full scale: never silently. A stem above it turns every file down
     by one gain (the stems still sum to the mix); a mix alone above it is turned down by itself, the
     stems (a musician's given ones among them) left as they are. Returns the files and what run.json
-    records, with the warning."""
+    records, with a warning when the change is audible (:data:`INAUDIBLE_DB` or more)."""
     stems_peak = max((float(np.abs(w).max(initial=0.0)) for p, w in audio.items() if p != mix), default=0.0)
     mix_peak = float(np.abs(audio[mix]).max(initial=0.0))
     if max(stems_peak, mix_peak) <= 1.0:
         return audio, {}
+    peak = max(stems_peak, mix_peak) if stems_peak > 1.0 else mix_peak
+    db = round(-20 * np.log10(peak), 2)
     if stems_peak > 1.0:
-        peak = max(stems_peak, mix_peak)
-        db = round(-20 * np.log10(peak), 2)
-        return {p: w / peak for p, w in audio.items()}, {"gain_db": db, "warning": (
-            f"the result peaks at {peak:.2f} (above full scale): every file was turned down {-db:.1f} dB so that "
-            "none clips; a float WAV (subtype='float', --float) keeps the level")}
-    db = round(-20 * np.log10(mix_peak), 2)
-    return audio | {mix: audio[mix] / mix_peak}, {"mix_gain_db": db, "warning": (
-        f"the mix peaks at {mix_peak:.2f} (above full scale): mix.wav was turned down {-db:.1f} dB so that it does "
-        "not clip, the stems are as they were; a float WAV (subtype='float', --float) keeps the level")}
+        fitted, notes = {p: w / peak for p, w in audio.items()}, {"gain_db": db}
+        warning = (f"the result peaks at {peak:.2f} (above full scale): every file was turned down {-db:.1f} dB so "
+                   "that none clips; a float WAV (subtype='float', --float) keeps the level")
+    else:
+        fitted, notes = audio | {mix: audio[mix] / peak}, {"mix_gain_db": db}
+        warning = (f"the mix peaks at {peak:.2f} (above full scale): mix.wav was turned down {-db:.1f} dB so that it "
+                   "does not clip, the stems are as they were; a float WAV (subtype='float', --float) keeps the level")
+    return fitted, notes | ({"warning": warning} if -db >= INAUDIBLE_DB else {})
 
 
 def earlier_result(run_json: Path, keep: set[Path]) -> list[Path]:
@@ -197,7 +197,7 @@ class MultiTrackPipeline:
         self.conditioner = Conditioner(clap, clap_processor, model_name=config.name,
                                        sample_rate=config.audio.sample_rate, clap_sample_rate=config.clap_sample_rate,
                                        clap_max_seconds=config.clap_max_seconds)
-        self.device, self.dtype, self.compiled = torch.device("cpu"), torch.float32, False
+        self.device, self.compiled = torch.device("cpu"), False
         if (clap is None) != (config.conditioning == "none"):
             raise ModelError(f"model '{config.name}': conditioning '{config.conditioning}' does not match its components")
         if unet.config.stems != len(config.audio.stems):
@@ -228,9 +228,9 @@ class MultiTrackPipeline:
             self.codec.to(self.device)
             self.conditioner.to(self.device)
         if dtype is not None:
-            self.dtype = resolve_dtype(dtype)
-            self.unet.to(dtype=self.dtype)
-            self.codec.vae.to(dtype=self.dtype)
+            dtype = resolve_dtype(dtype)
+            self.unet.to(dtype=dtype)
+            self.codec.vae.to(dtype=dtype)
         return self
 
     def compile(self, **options: Any) -> MultiTrackPipeline:
@@ -242,6 +242,11 @@ class MultiTrackPipeline:
         return self
 
     # -- what the model is -----------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the UNet (and the VAE) run in."""
+        return next(self.unet.parameters()).dtype
+
     @property
     def stems(self) -> tuple[str, ...]:
         return self.config.audio.stems

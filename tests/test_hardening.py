@@ -390,3 +390,17 @@ def test_a_mix_alone_above_full_scale_is_turned_down_and_the_stems_kept(tmp_path
     expected = (np.clip(stems["bass"], -1, 1) * 32767).round()
     assert np.abs(written["bass"] - expected).max() <= 2  # unchanged, to the 16-bit rounding (scaled would be ~5000 off)
     assert np.abs(written["mix"]).max() <= 32767 and np.abs(written["mix"] / 32767 - 2 * stems["bass"] / 1.2).max() < 1e-3
+
+
+def test_an_inaudible_turn_down_is_recorded_without_a_warning(tmp_path):
+    """A mix a hair above full scale (0.001 dB) is turned down and run.json records the gain, but no
+    warning says 'turned down 0.0 dB'."""
+    import numpy as np
+
+    from mtldm_cli.pipeline import MultiTrackOutput
+
+    t = np.arange(16000) / 16000
+    stems = {s: (0.50005 * np.sin(2 * np.pi * 110 * t)).astype(np.float32) for s in ("bass", "drums")}
+    out = MultiTrackOutput(stems=stems, sample_rate=16000, info={})
+    out.save(tmp_path / "o")
+    assert out.info["mix_gain_db"] == pytest.approx(-20 * np.log10(1.0001), abs=0.01) and not out.info.get("warnings")
