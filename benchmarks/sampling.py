@@ -160,11 +160,25 @@ def accuracy(model: str, steps_list: list[int]) -> dict:
     return {"model": model, "reference": "ddim-999 (eta 0)", "relative_l2": rows}
 
 
+def one_take(pipe, seed: int) -> tuple:
+    """One seed's 10.24 s mix (fast preset) as float64 samples and as the model's log-mel."""
+    mix = pipe.generate(seed=seed, preset="fast").mix
+    mel = pipe.codec.mel(torch.from_numpy(mix).float()[None].to(pipe.device), pipe.codec.mel_frames(len(mix)))
+    return mix.astype("float64"), mel
+
+
+def distance(take: tuple, reference: tuple) -> dict:
+    """How far one take lies from another: waveform relative L2, mean absolute log-mel difference."""
+    import numpy as np
+
+    (mix, mel), (ref_mix, ref_mel) = take, reference
+    return {"mix_relative_l2": round(float(np.linalg.norm(mix - ref_mix) / np.linalg.norm(ref_mix)), 5),
+            "mix_logmel_l1": round(float((mel - ref_mel).abs().mean()), 5)}
+
+
 def precision(model: str, variants: list[str], device: str, repeats: int) -> dict:
     """Each variant (``fp32``, ``bf16``, ``fp16``, with ``+compile`` and/or ``+cl3d``: channels-last
     3D weights) of ``model``: forward speed and its distance from fp32 on one seed."""
-    import numpy as np
-
     from mtldm_cli import MultiTrackPipeline
 
     rows: dict = {}
@@ -189,21 +203,15 @@ def precision(model: str, variants: list[str], device: str, repeats: int) -> dic
                 pipe.unet(x, t, cond)
             sync(device)
             per = (time.perf_counter() - t0) / repeats
-        out = pipe.generate(seed=0, preset="fast")
-        mix = out.mix.astype(np.float64)
-        mel = pipe.codec.mel(torch.from_numpy(out.mix).float()[None].to(pipe.device), pipe.codec.mel_frames(len(mix)))
+        take = one_take(pipe, seed=0)
         row = {"first_forward_s": round(first, 3), "forward_s": round(per, 4), "forwards_per_s": round(1 / per, 2),
                **gpu_peak(device)}
         if reference is None:
-            reference, reference_mel = mix, mel
+            reference = take
             # the scale to read the distances on: the same model and precision, another seed
-            other = pipe.generate(seed=1, preset="fast").mix.astype(np.float64)
-            other_mel = pipe.codec.mel(torch.from_numpy(other).float()[None].to(pipe.device), pipe.codec.mel_frames(len(other)))
-            row["another_seed"] = {"mix_relative_l2": round(float(np.linalg.norm(other - mix) / np.linalg.norm(mix)), 5),
-                                   "mix_logmel_l1": round(float((other_mel - mel).abs().mean()), 5)}
+            row["another_seed"] = distance(one_take(pipe, seed=1), take)
         else:
-            row["mix_relative_l2_to_fp32"] = round(float(np.linalg.norm(mix - reference) / np.linalg.norm(reference)), 5)
-            row["mix_logmel_l1_to_fp32"] = round(float((mel - reference_mel).abs().mean()), 5)
+            row |= {f"{k}_to_fp32": v for k, v in distance(take, reference).items()}
             row["speedup_over_fp32"] = round(rows[variants[0]]["forward_s"] / per, 2)
         rows[variant] = row
         print(variant, json.dumps(row), file=sys.stderr)
