@@ -10,10 +10,11 @@ import typer
 
 from ..audio import load_audio
 from ..errors import InputError
-from .common import (CompileOpt, DtypeOpt, Precision, BitDepthOpt, ChannelsOpt, Device, DeviceOpt, DurationOpt, EtaOpt, FileFormat, FloatOpt, ForceOpt,
-                     FormatOpt, GuidanceOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, PresetOpt,
-                     QuietOpt, RevisionOpt, SampleRateOpt, SamplerOpt, SeedOpt, StepsOpt, check_device, describe,
-                     file_format, finish, guarded, load_pipeline, precheck_outputs, progress_callback, sampling_flags)
+from .common import (BitDepthOpt, ChannelsOpt, CompileOpt, Device, DeviceOpt, DtypeOpt, DurationOpt, EtaOpt, FileFormat,
+                     FloatOpt, ForceOpt, FormatOpt, GuidanceOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt,
+                     PlotOpt, Precision, PresetOpt, QuietOpt, RevisionOpt, SampleRateOpt, SamplerOpt, SeedOpt, StepsOpt,
+                     check_device, describe, file_format, finish, guarded, load_pipeline, precheck_outputs,
+                     progress_callback, sampling_flags)
 from .manifest import read_manifest, required
 
 
@@ -57,7 +58,7 @@ def condition(
         check_device(device)
         describe(model, reference=True)
         pipe = load_pipeline(model, device, revision=revision, offline=offline, quiet=quiet or json_out,
-                         dtype=dtype, compile_unet=compile_unet)
+                             dtype=dtype, compile_unet=compile_unet)
         report = JobReport(out, jobs, resume=resume, json_out=json_out, quiet=quiet, on_gpu=pipe.device.type == "cuda",
                            keys=True)
 

@@ -10,11 +10,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import InputError
-from .common import (CompileOpt, DtypeOpt, Precision, BitDepthOpt, ChannelsOpt, Device, DeviceOpt, DurationOpt, EtaOpt, FileFormat, FloatOpt, ForceOpt,
-                     FormatOpt, GuidanceOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, PresetOpt,
-                     PromptOpt, QuietOpt, RevisionOpt, SampleRateOpt, SamplerOpt, SeedOpt, StepsOpt, check_device,
-                     describe, file_format, finish, guarded, load_pipeline, parse_seeds, precheck_outputs,
-                     progress_callback, sampling_flags, split_names)
+from .common import (BitDepthOpt, ChannelsOpt, CompileOpt, Device, DeviceOpt, DtypeOpt, DurationOpt, EtaOpt, FileFormat,
+                     FloatOpt, ForceOpt, FormatOpt, GuidanceOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt,
+                     PlotOpt, Precision, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SampleRateOpt, SamplerOpt,
+                     SeedOpt, StepsOpt, check_device, describe, file_format, finish, guarded, load_pipeline,
+                     parse_seeds, precheck_outputs, progress_callback, sampling_flags, split_names)
 from .manifest import read_manifest
 
 

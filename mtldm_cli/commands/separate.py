@@ -14,10 +14,10 @@ from ..audio import load_audio
 from ..config import METHODS
 from ..errors import InputError
 from ..options import SeparationOptions
-from .common import (CompileOpt, DtypeOpt, Precision, BitDepthOpt, ChannelsOpt, Device, DeviceOpt, FileFormat, FloatOpt, ForceOpt, FormatOpt, JobReport,
-                     JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, QuietOpt, RevisionOpt, SampleRateOpt, SeedOpt,
-                     StepsOpt, batch_inputs, check_device, describe, emit_json, file_format, finish, guarded,
-                     load_pipeline, precheck_outputs, progress_callback)
+from .common import (BitDepthOpt, ChannelsOpt, CompileOpt, Device, DeviceOpt, DtypeOpt, FileFormat, FloatOpt, ForceOpt,
+                     FormatOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt, Precision, QuietOpt,
+                     RevisionOpt, SampleRateOpt, SeedOpt, StepsOpt, batch_inputs, check_device, describe, emit_json,
+                     file_format, finish, guarded, load_pipeline, precheck_outputs, progress_callback)
 from .manifest import read_manifest, required
 
 Method = Enum("Method", {m: m for m in METHODS}, type=str)  # type: ignore[misc]
