@@ -271,10 +271,11 @@ def progress_callback(label: str, quiet: bool, *, every_s: float = 10.0):
         task = bar.add_task(label, total=None)
 
         def callback(info: dict) -> None:
-            if "stage" in info:
-                bar.update(task, description=f"{label}: {info['stage']}")
+            name = f"{label}: {info['stage']}" if "stage" in info else label
+            if "i" in info:
+                bar.update(task, completed=info["i"] + 1, total=info["total"], description=name)
             else:
-                bar.update(task, completed=info["i"] + 1, total=info["total"], description=label)
+                bar.update(task, description=name)
 
         yield callback
 
@@ -287,12 +288,14 @@ def _plain_progress(label: str, every_s: float) -> Callable[[dict], None]:
                           soft_wrap=True, highlight=False, markup=False)
 
     def callback(info: dict) -> None:
+        """A report with ``i`` is a step (of its ``stage``, when named); one with only ``stage`` starts one."""
         nonlocal last
         now = time.monotonic()
-        if "stage" in info:
-            say(str(info["stage"]))
+        stage = f"{info['stage']} " if "stage" in info else ""
+        if "i" not in info:
+            say(stage.strip())
         elif now - last >= every_s or info["i"] + 1 == info["total"] or info["i"] == 0:
-            say(f"step {info['i'] + 1}/{info['total']}")
+            say(f"{stage}step {info['i'] + 1}/{info['total']}")
         else:
             return
         last = now

@@ -233,6 +233,13 @@ class StemDataset(Dataset):
         counts = [int(t.seconds // segment_seconds) for t in self.tracks]
         self._ends = np.cumsum(counts)
 
+    def leave_out(self, k: int, why: str) -> None:
+        """Never draw track ``k`` again (an item that lands on it takes the next track's first segment)."""
+        if k not in self._bad:
+            self._bad.add(k)
+            log.warning("skipping %s: %s", self.tracks[k].path, why)
+            self.skipped.append((str(self.tracks[k].path), why))
+
     def set_epoch(self, epoch: int) -> None:
         """Draw new shifts (call once per epoch, as with a DistributedSampler)."""
         self.epoch = int(epoch)
@@ -267,10 +274,8 @@ class StemDataset(Dataset):
                 try:
                     stems = read_segment(track, self.stems, start, self.segment_seconds, self.sample_rate)
                 except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
-                    self._bad.add(k)
-                    why = f"unreadable at {start:.2f} s ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                    log.warning("skipping %s: %s", track.path, why)
-                    self.skipped.append((str(track.path), why))
+                    self.leave_out(k, f"unreadable at {start:.2f} s ({type(e).__name__}: "
+                                      f"{str(e).splitlines()[0] if str(e) else ''})")
                 else:
                     return {"stems": stems, "mix": stems.sum(0), "track": track.name, "start": start,
                             "caption": track.caption}

@@ -38,6 +38,9 @@ class Optim(_Strict):
     lr: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
+    # This stage's forward and loss under bf16 autocast (weights, optimizer, EMA and the saved model
+    # stay float32); the run's mixed_precision, when set, applies to every stage.
+    mixed_precision: Literal["no", "bf16"] = "no"
 
 
 class VAETrain(Optim):
@@ -67,6 +70,10 @@ class UNetTrain(Optim):
     # first frames (up to half the window) are known for every stem, as a window's overlap is.
     given_fraction: float = Field(0.8, ge=0, le=1)
     prefix_fraction: float = Field(0.2, ge=0, le=1)
+    # Encode every training window that starts on a grid of this many mel frames once, before the
+    # first step (training/latents/), and train from that cache: the frozen VAE's (and CLAP's) cost
+    # leaves the step. Unset: each batch is encoded as it comes, at any shift.
+    cache_stride_frames: Optional[int] = Field(None, ge=1)
 
 
 class VocoderTrain(Optim):
@@ -162,6 +169,9 @@ class TrainConfig(_Strict):
         for name, frames in (("audio.segment_frames", self.audio.segment_frames), unet_window):
             if frames is not None and frames % step:
                 raise ValueError(f"{name} ({frames}) must be a multiple of {step} (VAE x UNet downsampling)")
+        stride = self.unet.cache_stride_frames
+        if stride is not None and stride % vae:
+            raise ValueError(f"unet.cache_stride_frames ({stride}) must be a multiple of {vae} (VAE downsampling)")
         if self.data.window_frames is not None and self.data.window_frames % vae:
             raise ValueError(f"data.window_frames ({self.data.window_frames}) must be a multiple of {vae} (VAE downsampling)")
         if self.vocoder.phase_weight and self.vocoder.kind != "vocos":

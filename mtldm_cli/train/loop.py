@@ -78,6 +78,11 @@ class Adversary:
     start: int = 0
 
 
+def stage_autocast(device: torch.device, opt_cfg: Optim) -> torch.autocast:
+    """The stage's own precision: bf16 autocast when its ``mixed_precision`` says so."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=opt_cfg.mixed_precision == "bf16")
+
+
 class Trainer:
     """What every stage shares: the config, the output folder, accelerate, the data, and the loop."""
 
@@ -144,14 +149,14 @@ class Trainer:
             # Dropout and anything else that draws from torch's global RNG: seeded from the step, so a
             # resumed run draws what an uninterrupted one does (the data loader's own draws aside).
             torch.manual_seed(int(step_generator(cfg.seed, sid, step, acc.process_index).initial_seed()) ^ 0x5EED)
-            stems = batch["stems"].to(acc.device)
+            stems = batch["stems"].to(acc.device) if "stems" in batch else None  # a latent cache has none
             extra: dict = {"batch": batch}
             if adversary is not None:
                 adversarial = step >= adversary.start
                 extra["disc"] = disc if adversarial else None
                 if adversarial:
                     assert disc is not None and opt_d is not None
-                    with acc.autocast():
+                    with acc.autocast(), stage_autocast(acc.device, opt_cfg):
                         d_loss = adversary.loss(model, disc, stems, step_generator(cfg.seed, sid, step, acc.process_index))
                     acc.backward(d_loss)
                     if opt_cfg.grad_clip:
@@ -160,7 +165,7 @@ class Trainer:
                     opt_d.zero_grad(set_to_none=True)
                     opt.zero_grad(set_to_none=True)
             g = step_generator(cfg.seed, sid, step, acc.process_index)  # the same draws the discriminators' step saw
-            with acc.autocast():
+            with acc.autocast(), stage_autocast(acc.device, opt_cfg):
                 loss, parts = loss_fn(model, stems, g, **extra)
             if adversary is not None and extra["disc"] is not None:
                 parts = {**parts, "disc": d_loss}

@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..vocoders import anti_wrapped_phase_loss
 from .clap import build_clap_processor, clap_config, clap_inputs, track_metas
 from .config import STAGES, TrainConfig
+from .latents import LatentCache
 from .logs import read_validation, save_component
 from .loop import Adversary, StepBatches, Trainer, posterior_sample, saved_step, stem_mels, step_generator
 from .validation import Validation, mrstft
@@ -94,26 +95,37 @@ class UNetStage(Stage):
         if cfg.unet.unet.stems != len(cfg.audio.stems) or cfg.unet.unet.latent_channels != vae.config.latent_channels:
             raise InputError("unet.unet.stems / latent_channels do not match audio.stems / the VAE's latent channels")
         clap = self._clap()
+        cache = None if cfg.unet.cache_stride_frames is None else self._latent_cache(vae, clap)
         if not (resume and saved_step(self.out / "training" / "unet")):
-            self._scale_by_std(vae)
+            self._scale_by_std(vae, cache)
         scale = vae.config.scaling_factor
         torch.manual_seed(cfg.seed)
         unet = MultiTrackUNet(cfg.unet.unet)
         ema = EMAModel(unet.parameters(), decay=cfg.unet.ema_decay)
         ema.to(self.acc.device)
         alphas = training_scheduler().alphas_cumprod
-        front, frames = self.front, self.frames
+        front, frames, device = self.front, self.frames, self.acc.device
         arrangement = cfg.unet.unet.arrangement
 
-        def loss_fn(model, stems, g, **_):
-            b, s = stems.shape[:2]
-            with torch.no_grad():
+        def latents(stems, batch, g):
+            """x0 ``[B, S, C, T, F]`` and the conditioning, from the cache or from the batch's audio (the
+            frozen encoders in float32 whatever the stage's precision)."""
+            with torch.no_grad(), torch.autocast(device.type, enabled=False):
+                if stems is None:
+                    mean, std = batch["mean"].to(device).float(), batch["std"].to(device).float()
+                    x0 = (mean + std * torch.randn(mean.shape, generator=g).to(device)) * scale
+                    return x0, None if clap is None else clap.drop(batch["clap"].to(device), g)
+                b, s = stems.shape[:2]
                 z = posterior_sample(vae.encode(stem_mels(front, stems, frames)).latent_dist, g)
                 x0 = (z * scale).reshape(b, s, *z.shape[1:])
-                cond = None if clap is None else clap.embed(stems.sum(1), g)
-            t = torch.randint(0, len(alphas), (b,), generator=g).to(stems.device)
-            noise = torch.randn(x0.shape, generator=g).to(stems.device)
-            a = alphas.to(stems.device)[t].view(b, 1, 1, 1, 1)
+                return x0, None if clap is None else clap.embed(stems.sum(1), g)
+
+        def loss_fn(model, stems, g, batch):
+            x0, cond = latents(stems, batch, g)
+            b = x0.shape[0]
+            t = torch.randint(0, len(alphas), (b,), generator=g).to(device)
+            noise = torch.randn(x0.shape, generator=g).to(device)
+            a = alphas.to(device)[t].view(b, 1, 1, 1, 1)
             if not arrangement:
                 return F.mse_loss(model(q_sample(x0, a, noise), t, cond).float(), noise), {}
             mask = arrangement_masks(x0.shape, cfg.unet.given_fraction, cfg.unet.prefix_fraction, g).to(x0)
@@ -128,7 +140,19 @@ class UNetStage(Stage):
                 write_pipeline(self.cfg, self.out)
                 self.validation.unet(m, vae, clap, step)
 
-        self.trainer.loop("unet", unet, cfg.unet, loss_fn, ema=ema, on_save=export, resume=resume)
+        self.trainer.loop("unet", unet, cfg.unet, loss_fn, ema=ema, data=cache, on_save=export, resume=resume)
+
+    def _latent_cache(self, vae, clap: Optional[MixClap]) -> LatentCache:
+        """The training windows on the grid, encoded once (training/latents/, built or completed here)."""
+        acc, stride = self.acc, self.cfg.unet.cache_stride_frames
+        assert stride is not None
+        report = self.trainer.progress if acc.is_main_process else None
+        return LatentCache.build(
+            self.out / "training" / "latents", self.data, vae, self.front, audio=self.cfg.audio, frames=self.frames,
+            stride=stride, vae_folder=self.out / "vae", clap=None if clap is None else clap.audio,
+            clap_folder=clap_source(self.cfg, self.out), rank=acc.process_index, world=acc.num_processes,
+            barrier=acc.wait_for_everyone,
+            progress=None if report is None else lambda i, n: report({"i": i - 1, "total": n, "stage": "latents"}))
 
     def _frozen_vae(self):
         from diffusers import AutoencoderKL
@@ -152,13 +176,18 @@ class UNetStage(Stage):
         return clap
 
     @torch.no_grad()
-
-    def _scale_by_std(self, vae) -> None:
+    def _scale_by_std(self, vae, cache: Optional[LatentCache]) -> None:
         """LDM's scale_by_std: 1 / std of the first batch's latents, stored as the VAE's scaling factor."""
-        batch = next(iter(StepBatches(len(self.data), self.cfg.unet.batch_size, self.cfg.seed, 1, 0, 1)))
-        stems = torch.stack([self.data[i]["stems"] for i in batch]).to(self.acc.device)
-        post = vae.encode(stem_mels(self.front, stems, self.frames)).latent_dist
-        z = posterior_sample(post, step_generator(self.cfg.seed, STAGES.index("unet"), 0, 0))  # the same on every process
+        data = self.data if cache is None else cache
+        batch = next(iter(StepBatches(len(data), self.cfg.unet.batch_size, self.cfg.seed, 1, 0, 1)))
+        g = step_generator(self.cfg.seed, STAGES.index("unet"), 0, 0)  # the same on every process
+        if cache is None:
+            stems = torch.stack([self.data[i]["stems"] for i in batch]).to(self.acc.device)
+            z = posterior_sample(vae.encode(stem_mels(self.front, stems, self.frames)).latent_dist, g)
+        else:
+            items = [cache[i] for i in batch]
+            mean, std = (torch.stack([it[k] for it in items]).float() for k in ("mean", "std"))
+            z = mean + std * torch.randn(mean.shape, generator=g)
         vae.register_to_config(scaling_factor=float(1.0 / z.flatten().std()))
         if self.acc.is_main_process:
             save_component(lambda p: vae.save_pretrained(p), self.out / "vae")
@@ -406,12 +435,19 @@ class MixClap:
         fe = processor.feature_extractor
         return int(fe.sampling_rate), fe.nb_max_samples / fe.sampling_rate
 
-    def embed(self, mix: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def audio(self, mix: torch.Tensor) -> torch.Tensor:
+        """The CLAP audio embeddings ``[B, D]`` of ``[B, N]`` mixes."""
         from ..conditioning import clap_audio_embedding
 
-        emb = clap_audio_embedding(self.model, self.processor, mix, self.sample_rate, self.clap_rate, self.max_seconds)
-        drop = (torch.rand(len(mix), generator=g) < self.null_fraction).to(emb.device)
+        return clap_audio_embedding(self.model, self.processor, mix, self.sample_rate, self.clap_rate, self.max_seconds)
+
+    def drop(self, emb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """``emb`` with the null embedding in place of a ``null_fraction`` of the items (for guidance)."""
+        drop = (torch.rand(len(emb), generator=g) < self.null_fraction).to(emb.device)
         return torch.where(drop[:, None], self.null.to(emb.device), emb)
+
+    def embed(self, mix: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return self.drop(self.audio(mix), g)
 
 
 

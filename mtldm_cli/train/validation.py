@@ -114,8 +114,10 @@ class Validation:
             return
         b, s = stems.shape[:2]
         g = step_generator(self.cfg.seed, len(STAGES), 0, 0)  # a stream no training step uses
-        z = vae.encode(stem_mels(self.front, stems, self.frames)).latent_dist.mode()
-        x0 = (z * vae.config.scaling_factor).reshape(b, s, *z.shape[1:])
+        if "latents" not in self._cache:  # the UNet stage's VAE is frozen: encode the windows once
+            z = vae.encode(stem_mels(self.front, stems, self.frames)).latent_dist.mode()
+            self._cache["latents"] = (z * vae.config.scaling_factor).reshape(b, s, *z.shape[1:])
+        x0 = self._cache["latents"]
         alphas = training_scheduler().alphas_cumprod
         t = torch.linspace(0, len(alphas) - 1, b).long()
         noise = torch.randn(x0.shape, generator=g).to(x0.device)
