@@ -22,8 +22,22 @@ Every number is over one 10.24 s window (the model's segment) per test track.
 
 4. Speed: one `generate` of the model's segment (10.24 s, 4 stems) with the default sampler, on
    this machine's CPU with --threads threads (the issue's budget: under 30 s on 2 cores).
+5. Playing together (what a musician hears; benchmarks/music.py's estimators): per generated clip,
+   each sounding stem's beat regularity, the share of stem pairs whose tempi agree within 8 %, the
+   key agreement of the pitched stems and each stem's onset sharpness; the same on the real test
+   windows and on the real windows sent through the model's codec (VAE + vocoder).
+6. Following the given stems: bass and drums of each test window given, guitar and piano generated.
+   How tightly their onsets sit on the song's 16th-note grid (from the given drums' beats at the
+   song's tempo; 0.25 is random onsets) against the true parts'; whether their estimated key is the
+   given bass's, against another song's bass; and how much the part changes (log-mel L1) with the
+   seed, against with the given stems (another song's bass and drums, the same seed).
+7. Following words and a reference (CLAP-conditioned models): prompts naming the test songs' style
+   and tempo; the generated drums' tempo within 8 % of the asked one, against unprompted clips; the
+   model's own CLAP's zero-shot style accuracy on the prompted clips, against chance; `condition` on
+   each test mix, and how often its output is closer (CLAP cosine) to its own reference than to any other.
 
-Prints a JSON report (machine, date, settings, figures).
+Several models in one report: ``--model v1=demo --model v2=runs/demo-v2/unet``. Prints a JSON report
+(machine, date, settings, figures per model).
 """
 
 from __future__ import annotations
@@ -39,11 +53,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import music
 from benchmarks.common import machine_report
 from mtldm_cli import MultiTrackPipeline
 from mtldm_cli.audio import griffin_lim_vocoder, is_silent
 from mtldm_cli.data.datasets import StemDataset
-from mtldm_cli.metrics import chroma_agreement, frechet_distance, mrstft_distance, onset_agreement
+from mtldm_cli.metrics import chroma_agreement, estimate_key, frechet_distance, key_agreement, mrstft_distance, onset_agreement, onset_sharpness
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,6 +170,155 @@ def generation(pipe: MultiTrackPipeline, test: torch.Tensor, floor: torch.Tensor
     return out
 
 
+PITCHED = ("bass", "guitar", "piano")
+
+
+def mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def clip_measures(stems: dict[str, np.ndarray], sr: int) -> dict:
+    """What a musician hears in one clip: beat, shared tempo and key, attacks (sounding stems only)."""
+    sounding = {s: w for s, w in stems.items() if not is_silent(w)}
+    pitched = [w for s, w in sounding.items() if s in PITCHED]
+    return {"regularity": {s: music.beat_regularity(w, sr) for s, w in sounding.items()},
+            "tempo_agreement": music.tempo_agreement(list(sounding.values()), sr),
+            "key_agreement": key_agreement(pitched, sr),
+            "sharpness": {s: onset_sharpness(w, sr) for s, w in sounding.items()}}
+
+
+def summarise(rows: list[dict], stems) -> dict:
+    return {"clips": len(rows),
+            "beat_regularity": {s: mean([r["regularity"].get(s) for r in rows]) for s in stems},
+            "tempo_agreement": mean([r["tempo_agreement"] for r in rows]),
+            "key_agreement": mean([r["key_agreement"] for r in rows]),
+            "onset_sharpness": {s: mean([r["sharpness"].get(s) for r in rows]) for s in stems}}
+
+
+def as_dict(pipe: MultiTrackPipeline, wav: torch.Tensor) -> dict[str, np.ndarray]:
+    return {s: wav[j].numpy() for j, s in enumerate(pipe.stems)}
+
+
+@torch.no_grad()
+def through_codec(pipe: MultiTrackPipeline, stems: torch.Tensor) -> torch.Tensor:
+    """``[S, N]`` real stems -> the same through the model's VAE and vocoder."""
+    return pipe.codec.decode(pipe.codec.encode(stems[None]), stems.shape[-1])[0].cpu()
+
+
+def together(pipe: MultiTrackPipeline, test: torch.Tensor, clips: int) -> dict:
+    """Playing together: generated clips beside the real test windows and the real through the codec."""
+    sr = pipe.sample_rate
+    real = [clip_measures(as_dict(pipe, w), sr) for w in test]
+    codec = [clip_measures(as_dict(pipe, through_codec(pipe, w)), sr) for w in test]
+    gen = [clip_measures(pipe.generate(seed=1000 + i).stems, sr) for i in range(clips)]
+    out = {"real": summarise(real, pipe.stems), "real_through_codec": summarise(codec, pipe.stems),
+           "generated": summarise(gen, pipe.stems)}
+    g, r, c = out["generated"], out["real"], out["real_through_codec"]
+    out["ratios"] = {
+        "beat_regularity_vs_real": {s: ratio(g["beat_regularity"][s], r["beat_regularity"][s]) for s in pipe.stems},
+        "tempo_agreement_vs_real": ratio(g["tempo_agreement"], r["tempo_agreement"]),
+        "key_agreement_vs_real_through_codec": ratio(g["key_agreement"], c["key_agreement"])}
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 3)
+
+
+def test_metas(folder: Path, pipe: MultiTrackPipeline, tracks: int) -> list[dict]:
+    """The meta.json (style, tempo, key) of the tracks :func:`windows` takes, in its order."""
+    ds = StemDataset(folder, stems=pipe.stems, sample_rate=pipe.sample_rate,
+                     segment_seconds=pipe.config.audio.segment_seconds, seed=0)
+    first: dict[int, int] = {}
+    for i in range(len(ds)):
+        first.setdefault(ds.locate(i)[0], i)
+    return [json.loads((ds.tracks[k].path / "meta.json").read_text()) for k in list(first)[:tracks]]
+
+
+def log_mel_l1(pipe: MultiTrackPipeline, a: np.ndarray, b: np.ndarray) -> float:
+    wav = torch.from_numpy(np.stack([a, b])).float()
+    mel = mel_frames(pipe, wav)
+    return float(np.abs(mel[0] - mel[1]).mean() * np.log(10) / 20)  # back to natural-log units
+
+
+def following(pipe: MultiTrackPipeline, test: torch.Tensor, metas: list[dict], steps: int | None,
+              **settings) -> dict:
+    """Bass and drums given, guitar and piano generated: grid, key, and given stems against the seed;
+    ``settings`` go to every ``arrange`` (e.g. ``resample=4``, ``reconstruction=1.0``)."""
+    sr, names, k = pipe.sample_rate, pipe.stems, len(test)
+    want = [s for s in ("guitar", "piano") if s in names]
+
+    def given_of(i):
+        return {s: test[i, names.index(s)].numpy() for s in ("bass", "drums")}
+
+    def arrange(i, seed, given=None):
+        return pipe.arrange(given or given_of(i), want=want, seed=seed, steps=steps, **settings).stems
+
+    rows: dict[str, list] = {s: [] for s in want}
+    for i in range(k):
+        j = (i + 1) % k
+        bpm = float(metas[i]["tempo"])
+        gen, reseeded, regiven = arrange(i, i), arrange(i, i + 100), arrange(j, i)
+        bass, drums, other_bass = (test[i, names.index("bass")].numpy(), test[i, names.index("drums")].numpy(),
+                                   test[j, names.index("bass")].numpy())
+        for s in want:
+            truth = test[i, names.index(s)].numpy()
+            if is_silent(truth) or is_silent(drums) or is_silent(bass) or is_silent(other_bass):
+                continue
+            key_bass, key_other = estimate_key(bass, sr), estimate_key(other_bass, sr)
+            rows[s].append({
+                "grid_generated": music.grid_offset(gen[s], drums, bpm, sr),
+                "grid_truth": music.grid_offset(truth, drums, bpm, sr),
+                "key_is_given_bass": estimate_key(gen[s], sr) == key_bass,
+                "key_is_other_bass": estimate_key(gen[s], sr) == key_other,
+                "truth_key_is_given_bass": estimate_key(truth, sr) == key_bass,
+                "change_with_seed": log_mel_l1(pipe, gen[s], reseeded[s]),
+                "change_with_given": log_mel_l1(pipe, gen[s], regiven[s])})
+    out = {}
+    for s, r in rows.items():
+        out[s] = {m: mean([row[m] for row in r]) for m in (r[0] if r else {})}
+        out[s]["pairs"] = len(r)
+        if r:
+            lock = (0.25 - out[s]["grid_generated"]) / max(1e-6, 0.25 - out[s]["grid_truth"])
+            out[s]["grid_lock_vs_truth"] = round(lock, 3)  # 1: as tight as the true part, 0: random onsets
+    return out
+
+
+def prompted(pipe: MultiTrackPipeline, test: torch.Tensor, metas: list[dict], steps: int | None) -> dict:
+    """Words and a reference: asked tempo and style, and condition's nearness to its own reference."""
+    from mtldm_cli.data.captions import pace
+    from mtldm_cli.data.compose import STYLES
+
+    sr, k = pipe.sample_rate, len(test)
+    styles = [st.name for st in STYLES]
+    asked = [(str(m["style"]), round(float(m["tempo"]))) for m in metas]
+    clips, plain = [], []
+    for i, (style, bpm) in enumerate(asked):
+        clips.append(pipe.generate(f"{pace(bpm)} {style} song, at {bpm} BPM", seed=2000 + i, steps=steps).stems)
+        plain.append(pipe.generate(seed=2000 + i, steps=steps).stems)
+    tempo_ok = [music.tempo_within(music.tempo(c["drums"], sr), bpm) for c, (_, bpm) in zip(clips, asked)]
+    plain_ok = [music.tempo_within(music.tempo(c["drums"], sr), bpm) for c, (_, bpm) in zip(plain, asked)]
+    cond = pipe.conditioner
+    with torch.no_grad():
+        texts = cond.text([f"a {st} song" for st in styles])
+        audio = cond.audio(torch.from_numpy(np.stack([np.sum(list(c.values()), 0) for c in clips])).float())
+        picks = (audio @ texts.T).argmax(-1).tolist()
+        refs = test.sum(1)
+        outs = [pipe.condition(refs[i].numpy(), seed=3000 + i, steps=steps) for i in range(k)]
+        out_emb = cond.audio(torch.from_numpy(np.stack([o.mix for o in outs])).float())
+        sims = (out_emb @ cond.audio(refs).T).numpy()
+    own = np.diag(sims)
+    others = (sims.sum(1) - own) / max(1, k - 1)
+    return {"clips": k,
+            "tempo_within_8pct_prompted": mean(tempo_ok), "tempo_within_8pct_unprompted": mean(plain_ok),
+            "style_zero_shot_accuracy": mean([styles[p] == st for p, (st, _) in zip(picks, asked)]),
+            "style_chance": round(1 / len(styles), 4),
+            "condition_cosine_own_reference": mean(own), "condition_cosine_other_references": mean(others),
+            "condition_nearest_is_own": mean((sims.argmax(1) == np.arange(k)).astype(float)),
+            "condition_nearest_chance": round(1 / k, 4)}
+
+
 def speed(pipe: MultiTrackPipeline, repeats: int = 2) -> dict:
     runs = []
     for i in range(repeats):
@@ -165,9 +329,56 @@ def speed(pipe: MultiTrackPipeline, repeats: int = 2) -> dict:
             "best_total_s": min(r["total_s"] for r in runs)}
 
 
+SECTIONS = ("speed", "round-trip", "arrangement", "generation", "together", "following", "prompted")
+
+
+def measure(name: str, source: str, args, tracks: int) -> dict:
+    """Every section of one model, on the same test and floor windows as the others."""
+    from mtldm_cli.data.render import synthesize
+
+    pipe = MultiTrackPipeline.from_pretrained(source, device="cpu")
+    for folder, split in ((args.data, "test"), (args.train_data, "train")):
+        if not folder.is_dir():
+            synthesize(folder, tracks=max(tracks, 8), seconds=30.0, split=split, sample_rate=pipe.sample_rate)
+    test, floor = windows(pipe, args.data, tracks), windows(pipe, args.train_data, tracks)
+    report: dict = {"model": source, "model_source": pipe.source.source if pipe.source else None,
+                    "conditioning": pipe.config.conditioning, "vocoder": pipe.config.vocoder, "tracks": len(test),
+                    "seconds_each": pipe.config.audio.segment_seconds, "sampler": pipe.config.sampling.sampler,
+                    "steps": args.steps or pipe.config.sampling.steps}
+    todo = [x for x in SECTIONS if x not in args.skip and (not args.only or x in args.only)]
+    t0 = time.perf_counter()
+    for section in todo:
+        started = time.perf_counter()
+        print(f"[{name}] {section}...", file=sys.stderr, flush=True)
+        if section == "speed":
+            report["speed"] = speed(pipe)
+        elif section == "round-trip":
+            report["round_trip"] = round_trip(pipe, test)
+        elif section == "arrangement":
+            report["arrangement"] = arrangement(pipe, test, ["bass", "guitar", "piano"], args.steps)
+        elif section == "generation":
+            default = f"{pipe.config.sampling.sampler}:{args.steps or pipe.config.sampling.steps}"
+            samplers = args.samplers or list(dict.fromkeys([default, "ddim:25", "ddim:50"]))
+            report["generation"] = generation(pipe, test, floor, len(test), samplers)
+        elif section == "together":
+            report["together"] = together(pipe, test, len(test))
+        elif section == "following":
+            metas = test_metas(args.data, pipe, tracks)
+            report["following"] = following(pipe, test, metas, args.steps)
+            for spec in args.arrange_settings:  # "resample=4,reconstruction=1": stronger conditioning to compare
+                settings = {k: float(v) if "." in v else int(v) for k, v in (kv.split("=") for kv in spec.split(","))}
+                report[f"following[{spec}]"] = following(pipe, test, metas, args.steps, **settings)
+        elif section == "prompted" and pipe.conditional:
+            report["prompted"] = prompted(pipe, test, test_metas(args.data, pipe, tracks), args.steps)
+        report.setdefault("section_wall_s", {})[section] = round(time.perf_counter() - started, 1)
+    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="demo")
+    ap.add_argument("--model", action="append", default=None, metavar="[NAME=]SOURCE",
+                    help="a registry name or model folder, repeatable (default: demo)")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "mini-slakh" / "test")
     ap.add_argument("--train-data", type=Path, default=ROOT / "data" / "mini-slakh" / "train",
                     help="windows from here give the Frechet distance's floor (made if missing)")
@@ -177,33 +388,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samplers", nargs="*", default=None,
                     help='"sampler:steps" to compare in the generation part (default: the model\'s, ddim:25, ddim:50)')
-    ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "round-trip", "arrangement", "generation"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
+    ap.add_argument("--only", nargs="*", default=[], choices=SECTIONS)
+    ap.add_argument("--arrange-settings", nargs="*", default=[], metavar="K=V[,K=V]",
+                    help="the following section again with these arrange settings, e.g. resample=4 reconstruction=1.0")
     args = ap.parse_args()
     tracks = 4 if args.quick else args.tracks
     torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
-    pipe = MultiTrackPipeline.from_pretrained(args.model, device="cpu")
-    from mtldm_cli.data.render import synthesize
-
-    for folder, split in ((args.data, "test"), (args.train_data, "train")):
-        if not folder.is_dir():
-            synthesize(folder, tracks=max(tracks, 8), seconds=30.0, split=split, sample_rate=pipe.sample_rate)
-    test, floor = windows(pipe, args.data, tracks), windows(pipe, args.train_data, tracks)
-    report = {**machine_report(), "model": args.model, "model_source": pipe.source.source if pipe.source else None,
-              "data": str(args.data), "tracks": len(test), "seconds_each": pipe.config.audio.segment_seconds,
-              "sampler": pipe.config.sampling.sampler, "steps": args.steps or pipe.config.sampling.steps}
-    t0 = time.perf_counter()
-    if "speed" not in args.skip:
-        report["speed"] = speed(pipe)
-    if "round-trip" not in args.skip:
-        report["round_trip"] = round_trip(pipe, test)
-    if "arrangement" not in args.skip:
-        report["arrangement"] = arrangement(pipe, test, ["bass", "guitar", "piano"], args.steps)
-    if "generation" not in args.skip:
-        default = f"{pipe.config.sampling.sampler}:{args.steps or pipe.config.sampling.steps}"
-        samplers = args.samplers or list(dict.fromkeys([default, "ddim:25", "ddim:50"]))
-        report["generation"] = generation(pipe, test, floor, len(test), samplers)
-    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    models = {}
+    for spec in args.model or ["demo"]:
+        name, _, source = spec.rpartition("=")
+        models[name or source] = source
+    report = {**machine_report(), "data": str(args.data), "tracks": tracks,
+              "models": {name: measure(name, source, args, tracks) for name, source in models.items()}}
     print(json.dumps(report, indent=1))
 
 
