@@ -8,7 +8,9 @@ batch's stems, the CLAP embedding of its mixes, and the UNet's forward and backw
 arrangement inputs and an AdamW update. Each part is timed on the same random batch, median of 3
 after one warm-up, in one process, side by side: read ratios (what a latent cache would save,
 what a variant costs), not absolute times, on a loaded machine. The VAE and CLAP are the committed
-runs' (`runs/demo-v2/vae/vae`, `runs/demo-v2/clap/clap`). Prints a JSON report.
+runs' (`runs/demo-v2/vae/vae`, `runs/demo-v2/clap/clap`). A step that encodes its
+batch is set beside one that draws it from the latent cache (`unet.cache_stride_frames`), and the
+UNet's step under bf16 autocast (`unet.mixed_precision`) beside float32. Prints a JSON report.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from mtldm_cli.train.stages import MixClap, arrangement_masks
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict] = {
     "demo-v2 config (10.24 s, 32 ch, attention at 4x and 8x)": {},
+    "demo-v2 config, UNet under bf16 autocast": {"bf16": True},
     "2.05 s windows": {"window_frames": 128},
     "5.12 s windows": {"window_frames": 320},
     "attention at 8x only": {"unet": {"attention_resolutions": [8]}},
@@ -75,16 +78,26 @@ def measure(cfg, vae, clap: MixClap, front: MelFrontEnd, change: dict) -> dict:
 
     def unet_step():
         opt.zero_grad()
-        eps = unet(x0, t, cond, given=(x0, mask) if unet_cfg.arrangement else None)
-        ((eps - x0) ** 2).mean().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=change.get("bf16", False)):
+            eps = unet(x0, t, cond, given=(x0, mask) if unet_cfg.arrangement else None)
+        ((eps.float() - x0) ** 2).mean().backward()
         opt.step()
+
+    mean, std = x0.half(), (x0.abs() * 0.01).half()
+
+    def cache_draw():  # what unet.cache_stride_frames leaves of the encoders: a posterior sample
+        return mean.float() + std.float() * torch.randn(mean.shape, generator=g)
 
     parts = {"mel + VAE encode": timed(encode),
              "CLAP embedding": timed(lambda: clap.embed(stems.sum(1), g)) if cond is not None else 0.0,
+             "latent cache draw": timed(cache_draw),
              "UNet forward + backward + AdamW": timed(unet_step)}
+    unet_s = parts["UNet forward + backward + AdamW"]
     return {"seconds_of_audio": round(frames * cfg.audio.hop_length / cfg.audio.sample_rate, 2),
             "latent": list(x0.shape[2:]), "unet_parameters": sum(p.numel() for p in unet.parameters()),
-            "seconds": parts, "step_seconds": round(sum(parts.values()), 3)}
+            "seconds": parts,
+            "step_seconds_encoding": round(parts["mel + VAE encode"] + parts["CLAP embedding"] + unet_s, 3),
+            "step_seconds_cached": round(parts["latent cache draw"] + unet_s, 3)}
 
 
 def main() -> None:
@@ -93,6 +106,7 @@ def main() -> None:
     ap.add_argument("--vae", type=Path, default=ROOT / "runs" / "demo-v2" / "vae" / "vae")
     ap.add_argument("--clap", type=Path, default=ROOT / "runs" / "demo-v2" / "clap" / "clap")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", nargs="*", default=None, help="the variants to time (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from diffusers import AutoencoderKL
@@ -103,6 +117,8 @@ def main() -> None:
     front = MelFrontEnd(cfg.audio)
     report: dict = {**machine_report(), "threads": args.threads, "batch": cfg.unet.batch_size, "variants": {}}
     for name, change in VARIANTS.items():
+        if args.only and not any(o in name for o in args.only):
+            continue
         report["variants"][name] = measure(cfg, vae, clap, front, change)
         print(name, report["variants"][name], file=sys.stderr)
     print(json.dumps(report, indent=2))
