@@ -1,6 +1,7 @@
 """Copy a trained model folder into the package and pin it in checkpoints.toml.
 
     python scripts/embed_model.py models/demo demo
+    python scripts/embed_model.py /tmp/demo-v2 demo --half   # weights stored in float16, computed in float32
 
 Copies what `--model` loads (pipeline.json and the component folders, not training/) into
 mtldm_cli/models/NAME and writes the registry entry, with the sha256 of every file, over the
@@ -18,11 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mtldm_cli.checkpoints import sha256_file  # noqa: E402
+from mtldm_cli.weights import store_half  # noqa: E402
 
 COMPONENTS = ("vae", "unet", "scheduler", "vocoder", "clap")
 
 
-def main(src: str, name: str) -> None:
+def main(src: str, name: str, half: bool = False) -> None:
     src_dir, dst = Path(src), ROOT / "mtldm_cli" / "models" / name
     pipe = json.loads((src_dir / "pipeline.json").read_text())
     if dst.exists():
@@ -32,6 +34,8 @@ def main(src: str, name: str) -> None:
     for part in COMPONENTS:
         if (src_dir / part).is_dir():
             shutil.copytree(src_dir / part, dst / part)
+    if half:
+        print(f"# float16: {store_half(dst) / 1e6:.1f} MB saved", file=sys.stderr)
     files = sorted(p for p in dst.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in files)
     digests = ", ".join(f'"{p.relative_to(dst).as_posix()}" = "{sha256_file(p)}"' for p in files)
@@ -55,4 +59,6 @@ def main(src: str, name: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if len(sys.argv) not in (3, 4) or sys.argv[3:] not in ([], ["--half"]):
+        raise SystemExit("usage: python scripts/embed_model.py SRC NAME [--half]")
+    main(sys.argv[1], sys.argv[2], half=sys.argv[3:] == ["--half"])

@@ -147,3 +147,44 @@ def test_packaged_file_with_a_wrong_digest_is_refused(tmp_path, monkeypatch):
     register_registry(tmp_path, monkeypatch, "[models.x]\ndescription='x'\nformat='mtldm'\nsource={package='demo'}\n" + AUDIO)
     with pytest.raises(ModelError, match="lists the sha256 of each"):
         load_registry()
+
+
+def test_weights_stored_in_float16_load_and_compute_in_float32(tiny_dir, tmp_path):
+    """store_half (scripts/embed_model.py --half) halves a model folder's weights; the loader computes
+    in float32 again, and the music moves no more than float16's rounding of the weights allows."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from mtldm_cli import MultiTrackPipeline
+    from mtldm_cli.weights import store_half
+
+    folder = tmp_path / "half"
+    shutil.copytree(tiny_dir, folder)
+    weights = sorted(folder.rglob("*.safetensors"))
+    before = sum(p.stat().st_size for p in weights)
+    saved = store_half(folder)
+    assert saved == before - sum(p.stat().st_size for p in weights) and saved > 0.45 * before
+    full = MultiTrackPipeline.from_pretrained(str(tiny_dir), device="cpu")
+    half = MultiTrackPipeline.from_pretrained(str(folder), device="cpu")
+    modules = [half.unet, half.codec.vae, half.conditioner.clap, half.codec.vocoder]
+    assert {p.dtype for m in modules for p in m.parameters()} == {torch.float32}
+    a = np.stack(list(full.generate(prompt="a song", duration=0.64, seed=0).stems.values()))
+    b = np.stack(list(half.generate(prompt="a song", duration=0.64, seed=0).stems.values()))
+    other = np.stack(list(full.generate(prompt="a song", duration=0.64, seed=1).stems.values()))
+    assert not np.array_equal(a, b)  # the weights did change
+    assert np.abs(a - b).mean() < 0.05 * np.abs(a - other).mean()  # far less than another seed moves it
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_dir, bad)
+    from safetensors.torch import load_file, save_file
+
+    unet = bad / "unet" / "model.safetensors"
+    tensors = load_file(str(unet))
+    first = next(k for k, t in tensors.items() if t.is_floating_point())
+    tensors[first] = tensors[first] * 0 + 1e5
+    save_file(tensors, str(unet))
+    digests = {p: p.read_bytes() for p in bad.rglob("*.safetensors")}
+    with pytest.raises(ValueError, match="float16's range"):
+        store_half(bad)
+    assert all(p.read_bytes() == data for p, data in digests.items())  # nothing half-written

@@ -154,6 +154,10 @@ def test_a_cached_bf16_run_reads_no_audio_and_makes_a_conditional_model(data, tm
     assert pipe.conditional
     out = pipe.generate(prompt="a fast funk song", duration=0.64, seed=0)
     assert np.isfinite(np.stack(list(out.stems.values()))).all()
+    bass = out.stems["bass"]
+    given = pipe.arrange({"bass": bass}, want=["piano"], prompt="a fast funk song", seed=0)
+    assert np.array_equal(given.stems["bass"], bass) and np.isfinite(given.stems["piano"]).all()
+    assert given.info["prompt"] == "a fast funk song"
 
 
 def test_without_the_cache_the_same_patch_bites(data, tmp_path, monkeypatch):
