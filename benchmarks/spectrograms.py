@@ -1,6 +1,10 @@
 """Look at the notes: spectrograms of one held-out test window, real stems beside each codec path.
 
     python benchmarks/spectrograms.py --codec v1=demo --codec v2=models/demo-v2 --out docs/codec-spectrograms.png
+    python benchmarks/spectrograms.py --model v1=demo --model v2=/tmp/v2 --out docs/generated-spectrograms.png
+
+With --model, each model adds two rows: a generated clip (--seed), and an arrangement of the test
+track's guitar and piano given its real bass and drums (which that row shows as given).
 
 One row per path (real first), one column per stem; 0 to 2 kHz on a linear axis (n_fft 2048, so
 bass and piano partials are resolved), 10.24 s across, log magnitude (80 dB range). Needs Pillow
@@ -30,6 +34,19 @@ def image(wav: np.ndarray, fmax: float = 2000.0, n_fft: int = 2048, hop: int = 5
     return (255 * db[::-1]).astype(np.uint8)  # low frequencies at the bottom
 
 
+@torch.no_grad()
+def model_rows(name: str, source: str, stems: list[str], real: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """A generated clip, and guitar and piano arranged around the real bass and drums, as ``[S, N]`` rows."""
+    from mtldm_cli import MultiTrackPipeline
+
+    pipe = MultiTrackPipeline.from_pretrained(source, device="cpu")
+    given = {s: real[stems.index(s)].numpy() for s in ("bass", "drums")}
+    outs = {f"{name} generated": pipe.generate(seed=seed).stems,
+            f"{name} arranged (bass, drums given)": pipe.arrange(given, want=["guitar", "piano"], seed=seed).stems}
+    n = real.shape[-1]
+    return {row: torch.stack([torch.from_numpy(np.asarray(out[s][:n], np.float32)) for s in stems]) for row, out in outs.items()}
+
+
 def main() -> None:
     from PIL import Image, ImageDraw
 
@@ -37,14 +54,19 @@ def main() -> None:
     ap.add_argument("--codec", action="append", help="NAME=MODEL_OR_FOLDER (repeatable)")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "mini-slakh" / "test")
     ap.add_argument("--track", type=int, default=0, help="which test track (its first 10.24 s)")
+    ap.add_argument("--model", action="append", default=[], help="NAME=MODEL (repeatable): generated and arranged rows")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "codec-spectrograms.png")
     args = ap.parse_args()
-    codecs = [Codec(*spec.split("=", 1)) for spec in (args.codec or ["v1=demo", f"v2={ROOT / 'models' / 'demo-v2'}"])]
+    default = [] if args.model else ["v1=demo", f"v2={ROOT / 'models' / 'demo-v2'}"]
+    codecs = [Codec(*spec.split("=", 1)) for spec in (args.codec or default)]
     stems, windows = test_windows(args.data, args.track + 1)
     real = windows[args.track]
     rows = {"real stems": real}
     for codec in codecs:
         rows |= codec.paths(real)
+    for spec in args.model:
+        rows |= model_rows(*spec.split("=", 1), stems, real, args.seed)
     order = [stems.index(s) for s in ("bass", "guitar", "piano", "drums")]
     tiles = [[image(rows[name][i].numpy()) for i in order] for name in rows]
     h, w = tiles[0][0].shape
