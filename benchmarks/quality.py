@@ -36,7 +36,7 @@ Every number is over one 10.24 s window (the model's segment) per test track.
    model's own CLAP's zero-shot style accuracy on the prompted clips, against chance; `condition` on
    each test mix, and how often its output is closer (CLAP cosine) to its own reference than to any other.
 
-Several models in one report: ``--model v1=demo --model v2=runs/demo-v2/unet``. Prints a JSON report
+Several models in one report: ``--model v1=demo --model v2=/tmp/v2`` (scripts/assemble_v2.py). Prints a JSON report
 (machine, date, settings, figures per model).
 """
 

@@ -3,7 +3,7 @@
     python scripts/assemble_v2.py /tmp/demo-v2
     python benchmarks/quality.py --model v1=demo --model v2=/tmp/demo-v2
 
-The UNet run (runs/demo-v2/unet: its VAE, CLAP, UNet, scheduler and pipeline.json) takes the Vocos of
+The UNet run (runs/demo-v2/unet-vae6500: its VAE, CLAP, UNet, scheduler and pipeline.json) takes the Vocos of
 the vocoder run (runs/demo-v2/vocoder-prior, its last export) in place of Griffin-Lim. The runs
 train in their own folders because they train at the same time, on different cores.
 """
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--unet-run", type=Path, default=ROOT / "runs" / "demo-v2" / "unet")
+    ap.add_argument("--unet-run", type=Path, default=ROOT / "runs" / "demo-v2" / "unet-vae6500")
     ap.add_argument("--vocoder-run", type=Path, default=ROOT / "runs" / "demo-v2" / "vocoder-prior")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
