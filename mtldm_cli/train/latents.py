@@ -13,12 +13,10 @@ audio config, the window, the stride and the tracks. Anything else in it, and it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
@@ -27,13 +25,12 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from ..audio import atomic_write_text, file_mode
+from ..audio import atomic_write_text, write_file_set
+from ..checkpoints import sha256_file
 from ..config import AudioConfig
 from ..data.datasets import StemDataset, Track, read_segment
 from ..names import safe_component
 from .loop import stem_mels
-
-log = logging.getLogger("mtldm.train")
 
 Embed = Callable[[torch.Tensor], torch.Tensor]  # [B, N] mixes -> [B, D] CLAP audio embeddings
 
@@ -49,10 +46,7 @@ def folder_digest(folder: Path) -> str:
     """sha256 over a component folder's weight files (names and bytes), in name order."""
     h = hashlib.sha256()
     for path in sorted(folder.glob("*.safetensors")):
-        h.update(path.name.encode())
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        h.update(f"{path.name}:{sha256_file(path)}".encode())
     return h.hexdigest()
 
 
@@ -60,8 +54,8 @@ class LatentCache(Dataset):
     """Cached windows as dataset items ``{"mean", "std": [S, C, T, F] float16, "clap": [D]}`` (no
     ``clap`` without a CLAP); ``locate(i)`` says which track and start frame item ``i`` is."""
 
-    def __init__(self, folder: Path, items: list[tuple[int, int]], tracks: dict[int, dict]):
-        self.folder, self.items, self._tracks = folder, items, tracks
+    def __init__(self, items: list[tuple[int, int]], tracks: dict[int, dict]):
+        self.items, self._tracks = items, tracks
 
     def __len__(self) -> int:
         return len(self.items)
@@ -110,7 +104,7 @@ class LatentCache(Dataset):
             except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
                 data.leave_out(k, f"unreadable while caching latents ({type(e).__name__}: {e})")
                 continue
-            _save(encoded, _track_file(folder, data, k))
+            write_file_set({_track_file(folder, data, k): functools.partial(torch.save, encoded)})
             if progress is not None:
                 progress(done + 1, len(todo))
         barrier()
@@ -122,7 +116,7 @@ class LatentCache(Dataset):
                 continue
             tracks[k] = torch.load(path, weights_only=True)
             items += [(k, row) for row in range(len(tracks[k]["starts"]))]
-        return cls(folder, items, tracks)
+        return cls(items, tracks)
 
 
 def _track_file(folder: Path, data: StemDataset, k: int) -> Path:
@@ -149,13 +143,3 @@ def _encode_track(data: StemDataset, k: int, vae, front, audio: AudioConfig, fra
         out["clap"] = torch.cat(claps)
     return out
 
-
-def _save(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
