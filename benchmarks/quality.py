@@ -63,15 +63,27 @@ from mtldm_cli.metrics import chroma_agreement, estimate_key, frechet_distance, 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def windows(pipe: MultiTrackPipeline, folder: Path, tracks: int) -> torch.Tensor:
-    """``[K, S, N]``: one model-segment window per track, at a fixed per-track offset."""
+def first_windows(pipe: MultiTrackPipeline, folder: Path, tracks: int) -> tuple[StemDataset, list[int]]:
+    """The dataset of ``folder`` and the items of its first ``tracks`` tracks' first model-segment
+    windows (at a fixed per-track offset)."""
     ds = StemDataset(folder, stems=pipe.stems, sample_rate=pipe.sample_rate,
                      segment_seconds=pipe.config.audio.segment_seconds, seed=0)
-    first = {}
+    first: dict[int, int] = {}
     for i in range(len(ds)):
         first.setdefault(ds.locate(i)[0], i)
-    picks = list(first.values())[:tracks]
+    return ds, list(first.values())[:tracks]
+
+
+def windows(pipe: MultiTrackPipeline, folder: Path, tracks: int) -> torch.Tensor:
+    """``[K, S, N]``: the :func:`first_windows`' stems."""
+    ds, picks = first_windows(pipe, folder, tracks)
     return torch.stack([ds[(i, 0)]["stems"] for i in picks])
+
+
+def window_metas(pipe: MultiTrackPipeline, folder: Path, tracks: int) -> list[dict]:
+    """The meta.json (style, tempo, key) of the :func:`first_windows`' tracks, in their order."""
+    ds, picks = first_windows(pipe, folder, tracks)
+    return [json.loads((ds.tracks[ds.locate(i)[0]].path / "meta.json").read_text()) for i in picks]
 
 
 @torch.no_grad()
@@ -226,16 +238,6 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
 
 
-def test_metas(folder: Path, pipe: MultiTrackPipeline, tracks: int) -> list[dict]:
-    """The meta.json (style, tempo, key) of the tracks :func:`windows` takes, in its order."""
-    ds = StemDataset(folder, stems=pipe.stems, sample_rate=pipe.sample_rate,
-                     segment_seconds=pipe.config.audio.segment_seconds, seed=0)
-    first: dict[int, int] = {}
-    for i in range(len(ds)):
-        first.setdefault(ds.locate(i)[0], i)
-    return [json.loads((ds.tracks[k].path / "meta.json").read_text()) for k in list(first)[:tracks]]
-
-
 def log_mel_l1(pipe: MultiTrackPipeline, a: np.ndarray, b: np.ndarray) -> float:
     wav = torch.from_numpy(np.stack([a, b])).float()
     mel = mel_frames(pipe, wav)
@@ -249,29 +251,32 @@ def following(pipe: MultiTrackPipeline, test: torch.Tensor, metas: list[dict], s
     sr, names, k = pipe.sample_rate, pipe.stems, len(test)
     want = [s for s in ("guitar", "piano") if s in names]
 
-    def given_of(i):
-        return {s: test[i, names.index(s)].numpy() for s in ("bass", "drums")}
+    def stem(i, s):
+        return test[i, names.index(s)].numpy()
 
-    def arrange(i, seed, given=None):
-        return pipe.arrange(given or given_of(i), want=want, seed=seed, steps=steps, **settings).stems
+    def arrange(i, seed):
+        given = {s: stem(i, s) for s in ("bass", "drums")}
+        return pipe.arrange(given, want=want, seed=seed, steps=steps, **settings).stems
 
     rows: dict[str, list] = {s: [] for s in want}
     for i in range(k):
         j = (i + 1) % k
         bpm = float(metas[i]["tempo"])
+        bass, drums, other_bass = stem(i, "bass"), stem(i, "drums"), stem(j, "bass")
+        if is_silent(drums) or is_silent(bass) or is_silent(other_bass):
+            continue
         gen, reseeded, regiven = arrange(i, i), arrange(i, i + 100), arrange(j, i)
-        bass, drums, other_bass = (test[i, names.index("bass")].numpy(), test[i, names.index("drums")].numpy(),
-                                   test[j, names.index("bass")].numpy())
+        key_bass, key_other = estimate_key(bass, sr), estimate_key(other_bass, sr)
         for s in want:
-            truth = test[i, names.index(s)].numpy()
-            if is_silent(truth) or is_silent(drums) or is_silent(bass) or is_silent(other_bass):
+            truth = stem(i, s)
+            if is_silent(truth):
                 continue
-            key_bass, key_other = estimate_key(bass, sr), estimate_key(other_bass, sr)
+            key_gen = estimate_key(gen[s], sr)
             rows[s].append({
                 "grid_generated": music.grid_offset(gen[s], drums, bpm, sr),
                 "grid_truth": music.grid_offset(truth, drums, bpm, sr),
-                "key_is_given_bass": estimate_key(gen[s], sr) == key_bass,
-                "key_is_other_bass": estimate_key(gen[s], sr) == key_other,
+                "key_is_given_bass": key_gen == key_bass,
+                "key_is_other_bass": key_gen == key_other,
                 "truth_key_is_given_bass": estimate_key(truth, sr) == key_bass,
                 "change_with_seed": log_mel_l1(pipe, gen[s], reseeded[s]),
                 "change_with_given": log_mel_l1(pipe, gen[s], regiven[s])})
@@ -346,6 +351,7 @@ def measure(name: str, source: str, args, tracks: int) -> dict:
                     "seconds_each": pipe.config.audio.segment_seconds, "sampler": pipe.config.sampling.sampler,
                     "steps": args.steps or pipe.config.sampling.steps}
     todo = [x for x in SECTIONS if x not in args.skip and (not args.only or x in args.only)]
+    metas = window_metas(pipe, args.data, tracks) if {"following", "prompted"} & set(todo) else []
     t0 = time.perf_counter()
     for section in todo:
         started = time.perf_counter()
@@ -363,13 +369,12 @@ def measure(name: str, source: str, args, tracks: int) -> dict:
         elif section == "together":
             report["together"] = together(pipe, test, len(test))
         elif section == "following":
-            metas = test_metas(args.data, pipe, tracks)
             report["following"] = following(pipe, test, metas, args.steps)
             for spec in args.arrange_settings:  # "resample=4,reconstruction=1": stronger conditioning to compare
                 settings = {k: float(v) if "." in v else int(v) for k, v in (kv.split("=") for kv in spec.split(","))}
                 report[f"following[{spec}]"] = following(pipe, test, metas, args.steps, **settings)
         elif section == "prompted" and pipe.conditional:
-            report["prompted"] = prompted(pipe, test, test_metas(args.data, pipe, tracks), args.steps)
+            report["prompted"] = prompted(pipe, test, metas, args.steps)
         report.setdefault("section_wall_s", {})[section] = round(time.perf_counter() - started, 1)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     return report
