@@ -531,6 +531,33 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def store_half(folder: str | Path) -> int:
+    """Rewrite every ``*.safetensors`` under ``folder`` with its floating-point tensors in float16
+    (metadata kept), halving what a shipped model weighs; the loaders (diffusers', transformers', ours)
+    build float32 modules and copy the weights into them, so it still computes in float32. Returns
+    the bytes saved. All files or none are rewritten; a weight float16 cannot hold (beyond +-65504)
+    is a ``ValueError``, before any file is changed."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    from .audio import bytes_writer, write_file_set
+
+    halves: dict[Path, bytes] = {}
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            metadata = f.metadata() or {}
+        for name, t in tensors.items():
+            if t.is_floating_point() and t.numel() and float(t.abs().max()) > torch.finfo(torch.float16).max:
+                raise ValueError(f"{path}: {name} holds values beyond float16's range")
+        halves[path] = save({k: (t.half() if t.is_floating_point() else t).contiguous() for k, t in tensors.items()},
+                            metadata=metadata)
+    before = sum(path.stat().st_size for path in halves)
+    write_file_set({path: bytes_writer(data) for path, data in halves.items()})
+    return before - sum(len(data) for data in halves.values())
+
+
 def verify_sha256(path: Path, expected: str) -> None:
     if not path.is_file():
         raise ModelError(f"{path}: expected file is missing", "the download is incomplete; clear the cache and retry")

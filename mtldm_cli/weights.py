@@ -40,31 +40,3 @@ class SafetensorsLayout:
         model.load_state_dict(load_file(str(Path(folder) / WEIGHTS_NAME)), strict=True)  # type: ignore[attr-defined]
         return model.eval()  # type: ignore[attr-defined]
 
-
-def store_half(folder: str | Path) -> int:
-    """Rewrite every ``*.safetensors`` under ``folder`` with its floating-point tensors in float16
-    (metadata kept), halving what a shipped model weighs; loading computes in float32 again.
-    Returns the bytes saved. A weight float16 cannot hold (beyond +-65504) is a ``ValueError``,
-    before any file is changed."""
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    files = sorted(Path(folder).rglob("*.safetensors"))
-    halves: dict[Path, tuple[dict, dict]] = {}
-    for path in files:
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-            metadata = f.metadata() or {}
-        for name, t in tensors.items():
-            if t.is_floating_point() and t.numel() and float(t.abs().max()) > torch.finfo(torch.float16).max:
-                raise ValueError(f"{path}: {name} holds values beyond float16's range")
-        halves[path] = ({k: t.half() if t.is_floating_point() else t for k, t in tensors.items()}, metadata)
-    saved = 0
-    for path, (tensors, metadata) in halves.items():
-        before = path.stat().st_size
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: t.contiguous() for k, t in tensors.items()}, str(tmp), metadata=metadata)
-        tmp.replace(path)
-        saved += before - path.stat().st_size
-    return saved

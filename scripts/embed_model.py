@@ -18,8 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mtldm_cli.checkpoints import sha256_file  # noqa: E402
-from mtldm_cli.weights import store_half  # noqa: E402
+from mtldm_cli.checkpoints import sha256_file, store_half  # noqa: E402
 
 COMPONENTS = ("vae", "unet", "scheduler", "vocoder", "clap")
 

@@ -158,7 +158,7 @@ def test_weights_stored_in_float16_load_and_compute_in_float32(tiny_dir, tmp_pat
     import torch
 
     from mtldm_cli import MultiTrackPipeline
-    from mtldm_cli.weights import store_half
+    from mtldm_cli.checkpoints import store_half
 
     folder = tmp_path / "half"
     shutil.copytree(tiny_dir, folder)
