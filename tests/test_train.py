@@ -156,7 +156,8 @@ def test_config_errors_are_one_line(cli, config, data, tmp_path):
     assert_one_line_error(cli("train", tmp_path / "none.yaml", "--out", tmp_path / "o"), 2, "no such config")
     toml = tmp_path / "c.toml"
     toml.write_text(f'name = "t"\n[data]\ntrain = "{tmp_path / "missing"}"\n')
-    assert_one_line_error(cli("train", toml, "--out", tmp_path / "o"), 2, "not a folder")
+    assert_one_line_error(cli("train", toml, "--out", tmp_path / "new" / "o"), 2, "not a folder")
+    assert not (tmp_path / "new").exists()  # nothing was written, so no folder is left behind
     with pytest.raises(InputError, match="unknown stage"):
         train(load_config(config), tmp_path / "o", stages=("gan",))
     (tmp_path / "busy").mkdir()

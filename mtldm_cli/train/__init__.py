@@ -20,7 +20,7 @@ from typing import Optional
 
 from pydantic import ValidationError
 
-from ..audio import prepare_dir
+from ..audio import check_dir, made_dir
 from ..errors import NAME_ONLY, InputError, OutputError
 from .config import ORDER, STAGES, TrainConfig, load_config, stage_frames
 from .loop import StepBatches, Trainer
@@ -51,18 +51,19 @@ def train(config: TrainConfig | os.PathLike, out: os.PathLike, *, stages=ORDER, 
         raise InputError("{stages}: unknown stage", f"stages are: {', '.join(STAGES)}", stages=unknown[0])
     check_out(cfg, Path(out), resume=resume, force=force)
     trainers: dict[int, dict] = {}  # one trainer per window length (the UNet's may be its own)
-    for stage in ORDER:
-        if stage in stages:
-            frames = stage_frames(cfg, stage)
-            if frames not in trainers:
-                trainers[frames] = stage_runners(Trainer(cfg, out, cpu=cpu, progress=progress, frames=frames))
-            trainers[frames][stage].run(resume=resume)
+    with made_dir(Path(out)):  # a run that fails before writing anything leaves no folder behind
+        for stage in ORDER:
+            if stage in stages:
+                frames = stage_frames(cfg, stage)
+                if frames not in trainers:
+                    trainers[frames] = stage_runners(Trainer(cfg, out, cpu=cpu, progress=progress, frames=frames))
+                trainers[frames][stage].run(resume=resume)
     return Path(out)
 
 
 def check_out(cfg: TrainConfig, out: Path, *, resume: bool, force: bool) -> None:
     if not out.is_dir() or not any(out.iterdir()):
-        prepare_dir(out)  # a file in its place, or above it, is an OutputError
+        check_dir(out)  # a file in its place, or above it, is an OutputError
         return
     saved = out / "training" / "config.json"
     if not saved.is_file():
