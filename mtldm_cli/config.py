@@ -83,6 +83,7 @@ class SamplingDefaults(BaseModel):
     arrange_guidance: float = 1.0
     arrange_resample: int = 1  # RePaint: times each step of an arrangement is made (DDIM only)
     arrange_reconstruction: float = 0.0  # reconstruction guidance weight of an arrangement
+    arrange_given_guidance: float = 1.0  # guidance by the given stems (arrangement-trained UNets only)
     separate_steps: int = 150
     window_overlap_seconds: float = 2.56  # long audio: overlap between consecutive windows
 

@@ -53,6 +53,9 @@ def _seed(seed: int | None) -> int:
     return secrets.randbelow(2**31) if seed is None else seed
 
 
+ARRANGE_OFF: dict[str, float] = {"resample": 1, "reconstruction": 0.0, "given_guidance": 1.0}  # the arrangement-only settings, off
+
+
 class SamplingOptions(_Options):
     """How generate, condition and arrange sample: sampler, steps, DDIM eta, guidance and seed."""
 
@@ -69,16 +72,18 @@ class SamplingOptions(_Options):
     # the given stems' reconstruction error, weight `reconstruction`)
     resample: int = Field(1, ge=1, le=20)
     reconstruction: float = Field(0.0, ge=0.0)
+    # and, for an arrangement-trained UNet, guidance by the given stems (1: none; samplers.cfg_model_fn)
+    given_guidance: float = Field(1.0, ge=0.0, le=20.0)
 
     @classmethod
     def resolve(cls, defaults: SamplingDefaults, *, task: str = "generate", preset: str | None = None,
                 sampler: str | None = None, steps: int | None = None, eta: float | None = None,
                 guidance: float | None = None, seed: int | None = None, resample: int | None = None,
-                reconstruction: float | None = None) -> SamplingOptions:
+                reconstruction: float | None = None, given_guidance: float | None = None) -> SamplingOptions:
         """``defaults`` (a model's), then ``preset``, then every value given explicitly.
 
-        ``task`` "arrange" takes the model's arrangement guidance, resampling and reconstruction
-        guidance as its defaults; the other tasks refuse the last two.
+        ``task`` "arrange" takes the model's arrangement guidance, resampling, reconstruction and
+        given-stem guidance as its defaults; the other tasks refuse the last three.
         """
         base = defaults.model_dump()
         if preset is not None:
@@ -88,11 +93,18 @@ class SamplingOptions(_Options):
         values = {k: base[k] for k in ("sampler", "steps", "eta")}
         values["guidance"] = base["arrange_guidance"] if task == "arrange" else base["guidance"]
         if task == "arrange":
-            values |= {"resample": base["arrange_resample"], "reconstruction": base["arrange_reconstruction"]}
-        elif resample not in (None, 1) or reconstruction not in (None, 0.0):
-            raise InputError("{resample} and {reconstruction} steer an arrangement: only arrange takes them",
-                             resample=resample, reconstruction=reconstruction)
-        given = dict(sampler=sampler, steps=steps, eta=eta, guidance=guidance, resample=resample, reconstruction=reconstruction)
+            values |= {"resample": base["arrange_resample"], "reconstruction": base["arrange_reconstruction"],
+                       "given_guidance": base["arrange_given_guidance"]}
+        else:
+            steering: dict[str, Any] = {k: v for k, v in dict(resample=resample, reconstruction=reconstruction,
+                                                              given_guidance=given_guidance).items()
+                                        if v not in (None, ARRANGE_OFF[k])}
+            if steering:
+                names = " and ".join(f"{{{k}}}" for k in steering)
+                raise InputError(f"{names} steer{'s' * (len(steering) == 1)} an arrangement: only arrange takes "
+                                 f"{'it' if len(steering) == 1 else 'them'}", **steering)
+        given = dict(sampler=sampler, steps=steps, eta=eta, guidance=guidance, resample=resample,
+                     reconstruction=reconstruction, given_guidance=given_guidance)
         values |= {k: v for k, v in given.items() if v is not None}
         opts = cls._build(values | {"seed": _seed(seed), "preset": preset})
         if opts.resample > 1 and opts.sampler != "ddim":

@@ -348,6 +348,10 @@ class MultiTrackPipeline:
         given_names, want_names = check_arrangement(named, want, self.stems)
         check_output_shape(output_rate, output_channels)
         opts = self._resolve(options, overrides, "arrange")
+        if opts.given_guidance != 1.0 and not self.unet.config.arrangement:
+            raise InputError("{given_guidance}: guidance by the given stems needs a UNet trained for arrangement "
+                             "(this one imputes them)", "steer with {resample} or {reconstruction} instead",
+                             given_guidance=opts.given_guidance, resample=NAME_ONLY, reconstruction=NAME_ONLY)
         originals = {s: as_audio(named[s], sample_rate, self.sample_rate, f"given stem '{s}'") for s in given_names}
         wavs = {s: resample(torch.from_numpy(a.samples), a.sample_rate, self.sample_rate) for s, a in originals.items()}
         samples = common_length({s: w.shape[-1] for s, w in wavs.items()}, self.sample_rate, "given stems")
@@ -473,7 +477,8 @@ class MultiTrackPipeline:
         takes_given = self.unet.config.arrangement  # else the known latents are only imputed
 
         def model_for(k: Known | None):
-            return cfg_model_fn(self.unet, cond, uncond, guidance, given=k if takes_given else None)
+            return cfg_model_fn(self.unet, cond, uncond, guidance, given=k if takes_given else None,
+                                given_scale=opts.given_guidance)
 
         z = sample_windows(model_for, shape, windows, self.scheduler, opts, generator=g, device=self.device,
                            known=known, callback=callback)

@@ -27,12 +27,17 @@ def training_scheduler(**overrides):
 
 
 def cfg_model_fn(unet, cond: torch.Tensor | None, uncond: torch.Tensor | None, scale: float,
-                 given: tuple[torch.Tensor, torch.Tensor] | None = None) -> ModelFn:
-    """Classifier-free guidance ``e_u + s (e_c - e_u)`` with both passes in one batched forward.
+                 given: tuple[torch.Tensor, torch.Tensor] | None = None, given_scale: float = 1.0) -> ModelFn:
+    """Classifier-free guidance ``e_u + s (e_c - e_u)`` with every pass in one batched forward.
 
     With ``scale == 1`` (or no unconditional embedding) only the conditional pass runs. ``given``
-    (known latents and mask) goes to an arrangement-trained UNet, in both passes.
+    (known latents and mask) goes to an arrangement-trained UNet, in every pass. ``given_scale`` also
+    guides by the given stems, as InstructPix2Pix guides by its image: the same forward with nothing
+    given is the unconditional pass, ``e_0 + g (e_given - e_0) [+ s (e_c - e_given,u)]``, so that the
+    new stems answer the given ones more than the seed (training drops the given stems half the time).
     """
+    if given is not None and given_scale != 1.0:
+        return _given_guided(unet, cond, uncond, scale, given, given_scale)
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         tt = t.expand(x.shape[0]) if t.ndim == 0 else t
@@ -44,6 +49,28 @@ def cfg_model_fn(unet, cond: torch.Tensor | None, uncond: torch.Tensor | None, s
         c, u = (v.expand(x.shape[0], *v.shape[1:]) for v in (cond, uncond))  # one condition for a batch
         e_u, e_c = unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([u, c]), **extra).chunk(2)
         return e_u + scale * (e_c - e_u)
+
+    return fn
+
+
+def _given_guided(unet, cond: torch.Tensor | None, uncond: torch.Tensor | None, scale: float,
+                  given: tuple[torch.Tensor, torch.Tensor], given_scale: float) -> ModelFn:
+    """Guidance by the given stems (and by the condition when ``scale != 1``): 2 or 3 passes, one forward."""
+    text = cond is not None and uncond is not None and scale != 1.0
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        tt = t.expand(b) if t.ndim == 0 else t
+        x0, mask = (v.expand(b, *v.shape[1:]) for v in given)
+        none = torch.zeros_like(mask)
+        # passes: nothing given, given; and given with the condition when the text guides too
+        conds = [uncond, uncond, cond] if text else [cond, cond]
+        masks = [none, mask, mask] if text else [none, mask]
+        n = len(masks)
+        c = None if cond is None else torch.cat([v.expand(b, *v.shape[1:]) for v in conds])  # type: ignore[union-attr]
+        eps = unet(torch.cat([x] * n), torch.cat([tt] * n), c, given=(torch.cat([x0] * n), torch.cat(masks))).chunk(n)
+        out = eps[0] + given_scale * (eps[1] - eps[0])
+        return out + scale * (eps[2] - eps[1]) if text else out
 
     return fn
 

@@ -142,8 +142,12 @@ def test_arrange_options_are_refused_where_they_cannot_work(pipe):
 
     with pytest.raises(InputError, match="resample=3: RePaint resampling needs the ddim sampler"):
         pipe.sampling_options("arrange", resample=3, sampler="dpm++")
-    with pytest.raises(InputError, match="only arrange takes them"):
+    with pytest.raises(InputError, match="reconstruction=1.0 steers an arrangement: only arrange takes it"):
         pipe.sampling_options("generate", reconstruction=1.0)
+    with pytest.raises(InputError, match="resample=2 and given_guidance=3.0 steer an arrangement: only arrange takes them"):
+        pipe.sampling_options("condition", resample=2, given_guidance=3.0, reconstruction=0.0)
+    with pytest.raises(InputError, match="given_guidance=2.0: guidance by the given stems needs a UNet trained for arr"):
+        pipe.arrange(given={"bass": synth_stems(0.5)["bass"]}, want=["piano"], given_guidance=2.0, steps=1)
     opts = pipe.sampling_options("arrange", resample=2, sampler="ddim", reconstruction=0.5)
     assert (opts.resample, opts.reconstruction) == (2, 0.5) and opts.record()["resample"] == 2
 

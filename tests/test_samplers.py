@@ -83,6 +83,32 @@ def test_cfg_runs_one_batched_forward_equal_to_two_passes():
     assert calls == [1]
 
 
+def test_given_stem_guidance_is_classifier_free_guidance_over_the_given_stems():
+    """e_0 + g (e_given - e_0), and with text guidance InstructPix2Pix's three terms, each from one
+    batched forward whose "unconditional" items are given nothing."""
+    calls = []
+
+    def unet(x, t, c, given):
+        x0, mask = given
+        calls.append(x.shape[0])
+        known = (x0 * mask).flatten(1).sum(1).view(-1, 1, 1, 1, 1)  # what the item is given
+        return x * (1 if c is None else c.sum(-1).view(-1, 1, 1, 1, 1)) + known
+
+    x = torch.randn(1, 4, 2, 8, 4)
+    x0, mask = torch.ones_like(x), torch.tensor([1.0, 0, 0, 0]).view(1, 4, 1, 1, 1)
+    given = 2 * 8 * 4  # ones over one stem's latent
+    out = cfg_model_fn(unet, None, None, 1.0, given=(x0, mask), given_scale=3.0)(x, torch.tensor(10))
+    assert torch.allclose(out, x + 3.0 * given) and calls == [2]
+    cond, uncond = torch.ones(1, 3), torch.zeros(1, 3) + 0.5
+    calls.clear()
+    out = cfg_model_fn(unet, cond, uncond, 2.0, given=(x0, mask), given_scale=3.0)(x, torch.tensor(10))
+    e_0, e_g, e_gc = x * 1.5, x * 1.5 + given, x * 3.0 + given
+    assert torch.allclose(out, e_0 + 3.0 * (e_g - e_0) + 2.0 * (e_gc - e_g)) and calls == [3]
+    calls.clear()
+    out = cfg_model_fn(unet, cond, uncond, 1.0, given=(x0, mask), given_scale=1.0)(x, torch.tensor(10))
+    assert torch.allclose(out, x * 3.0 + given) and calls == [1]  # off: the plain conditional pass
+
+
 def test_q_sample_interpolates():
     x0, n = torch.ones(3), torch.zeros(3)
     assert torch.allclose(q_sample(x0, torch.tensor(0.25), n), torch.full((3,), 0.5))

@@ -326,6 +326,11 @@ def test_an_arrangement_trained_unet_is_given_the_stems(data, tmp_path):
     assert mask.flatten(2).amax(-1).squeeze(0).tolist() == [1.0, 0.0, 0.0, 0.0]  # bass given
     assert x0[:, 0].abs().sum() > 0
     seen.clear()
+    guided = pipe.arrange(given={"bass": data / "Track0000000" / "bass.wav"}, want=["piano"], seed=0, given_guidance=3.0)
+    x0, mask = seen[0]
+    assert mask.flatten(2).amax(-1).tolist() == [[0.0] * 4, [1.0, 0.0, 0.0, 0.0]]  # nothing given, then the bass
+    assert not np.allclose(guided.stems["piano"], out.stems["piano"])
+    seen.clear()
     pipe.generate(duration=0.64, seed=0)
     assert seen and all(g is None for g in seen)  # total generation: nothing given
     with pytest.raises(ValueError, match="not trained for arrangement"):

@@ -39,6 +39,7 @@ def arrange(
     eta: EtaOpt = None,
     resample: Annotated[Optional[int], typer.Option(min=1, max=20, help="RePaint: make each step N times, re-noising in between, so the new stems settle to the given ones (ddim only; default: the model's).")] = None,
     reconstruction: Annotated[Optional[float], typer.Option(min=0.0, help="Reconstruction guidance weight: pull the new stems by the gradient of the given stems' reconstruction error (a backward pass a step; default: the model's).")] = None,
+    given_guidance: Annotated[Optional[float], typer.Option(min=0.0, max=20.0, help="Guidance by the given stems: above 1 the new stems answer them more and the seed less (an extra pass a step; arrangement-trained models only, as demo; default: the model's).")] = None,
     seed: SeedOpt = None,
     device: DeviceOpt = Device.auto,
     dtype: DtypeOpt = Precision.fp32,
@@ -69,7 +70,7 @@ def arrange(
     started = time.perf_counter()
     fmt = file_format(format, bit_depth, float_wav)
     flags = sampling_flags(preset=preset, sampler=sampler, steps=steps, guidance=guidance, eta=eta, seed=seed,
-                           resample=resample, reconstruction=reconstruction)
+                           resample=resample, reconstruction=reconstruction, given_guidance=given_guidance)
     if manifest or resume:
         if not manifest or given or files:
             raise InputError("--manifest: give the stems there, or on the command line without it", "one of them")
@@ -113,7 +114,8 @@ def arrange(
            force=force, file_format=fmt, json_out=json_out, quiet=quiet, started=started, plot=plot)
 
 
-JOB_KEYS = {"given", "want", "prompt", "seed", "steps", "guidance", "eta", "sampler", "preset", "resample", "reconstruction"}
+JOB_KEYS = {"given", "want", "prompt", "seed", "steps", "guidance", "eta", "sampler", "preset", "resample", "reconstruction",
+            "given_guidance"}
 
 
 def _arrange_many(jobs: dict[str, dict[str, Any]], flags: dict[str, Any], *, prompt: str | None, want: list[str] | None,
