@@ -79,16 +79,16 @@ def imports(repeats: int) -> dict:
     return out
 
 
-def generations(n: int, steps: int | None, work: Path) -> dict:
+def generations(model: str, n: int, steps: int | None, work: Path) -> dict:
     extra = ["--steps", str(steps)] if steps else []
     t = time.perf_counter()
     single_infos = []
     for k in range(n):
-        _, done = run(["generate", "--model", "demo", "--seed", str(k), "--out", str(work / f"single-{k}"), "--json", *extra])
+        _, done = run(["generate", "--model", model, "--seed", str(k), "--out", str(work / f"single-{k}"), "--json", *extra])
         single_infos.append(json.loads(done.stdout)["info"])
     singles = time.perf_counter() - t
     t = time.perf_counter()
-    _, done = run(["generate", "--model", "demo", "--num", str(n), "--seed", "0", "--batch-size", str(min(n, 4)),
+    _, done = run(["generate", "--model", model, "--num", str(n), "--seed", "0", "--batch-size", str(min(n, 4)),
                       "--out", str(work / "batch"), "--json", *extra])
     batch = time.perf_counter() - t
     first = single_infos[0]
@@ -99,12 +99,12 @@ def generations(n: int, steps: int | None, work: Path) -> dict:
                          "decode_s": first["timings"]["decode_s"], "overhead_s": round(first["total_s"] - work_s, 2)}}
 
 
-def unet_throughput(batches: list[int], repeats: int, device: str = "cpu", dtype: str = "fp32") -> dict:
+def unet_throughput(model: str, batches: list[int], repeats: int, device: str = "cpu", dtype: str = "fp32") -> dict:
     import torch
 
     from mtldm_cli import MultiTrackPipeline
 
-    pipe = MultiTrackPipeline.from_pretrained("demo", device=device, torch_dtype=dtype)
+    pipe = MultiTrackPipeline.from_pretrained(model, device=device, torch_dtype=dtype)
 
     def sync() -> None:
         if pipe.device.type == "cuda":
@@ -130,6 +130,7 @@ def unet_throughput(batches: list[int], repeats: int, device: str = "cpu", dtype
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="demo")
     ap.add_argument("--n", type=int, default=8, help="generations to compare")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     ap.add_argument("--repeats", type=int, default=5)
@@ -143,7 +144,7 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     if args.only_unet:
         report["unet_forward"] = {"device": args.device, "dtype": args.dtype,
-                                  **unet_throughput(batches, args.repeats, args.device, args.dtype)}
+                                  **unet_throughput(args.model, batches, args.repeats, args.device, args.dtype)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         return
@@ -152,9 +153,9 @@ def main() -> None:
     report["imports_s"] = imports(args.repeats)
     print(json.dumps(report["imports_s"]))
     with tempfile.TemporaryDirectory() as work:
-        report["generate"] = generations(args.n, args.steps, Path(work))
+        report["generate"] = generations(args.model, args.n, args.steps, Path(work))
     print(json.dumps(report["generate"]))
-    report["unet_forward"] = unet_throughput(batches, args.repeats)
+    report["unet_forward"] = unet_throughput(args.model, batches, args.repeats)
     print(json.dumps(report["unet_forward"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,7 +1,7 @@
 """Put demo v2's separately trained runs together into one model folder that `--model` loads.
 
-    python scripts/assemble_v2.py /tmp/demo-v2
-    python benchmarks/quality.py --model v1=demo --model v2=/tmp/demo-v2
+    python scripts/assemble_v2.py /tmp/demo-v2 [--sampling arrange_given_guidance=4]
+    python benchmarks/quality.py --model v1=demo-v1 --model v2=/tmp/demo-v2
 
 The UNet run (runs/demo-v2/unet-vae6500: its VAE, CLAP, UNet, scheduler and pipeline.json) takes the Vocos of
 the vocoder run (runs/demo-v2/vocoder-prior, its last export) in place of Griffin-Lim. The runs
@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mtldm_cli.config import PipelineConfig  # noqa: E402
 
 
 def main() -> None:
@@ -23,6 +27,9 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--unet-run", type=Path, default=ROOT / "runs" / "demo-v2" / "unet-vae6500")
     ap.add_argument("--vocoder-run", type=Path, default=ROOT / "runs" / "demo-v2" / "vocoder-prior")
+    ap.add_argument("--sampling", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="the model's sampling defaults chosen by measurement, e.g. arrange_given_guidance=4 "
+                         "(the run's config holds its training's; changing it would stop the run resuming)")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
     if args.out.exists():
@@ -35,8 +42,20 @@ def main() -> None:
     shutil.copytree(args.vocoder_run / "training" / "vocoder-trained", args.out / "vocoder")
     pipe = json.loads((args.unet_run / "pipeline.json").read_text())
     kind = json.loads((args.vocoder_run / "training" / "config.json").read_text())["vocoder"]["kind"]
-    (args.out / "pipeline.json").write_text(json.dumps({**pipe, "vocoder": kind}, indent=2))
-    print(f"{args.out}: UNet of {args.unet_run}, {kind} of {args.vocoder_run}")
+    unet, vocoder = last_step(args.unet_run, "unet"), last_step(args.vocoder_run, "vocoder")
+    about = (f" Its UNet is at step {unet[0]} of {unet[1]} and its Vocos at step {vocoder[0]} of {vocoder[1]},"
+             " both still training.")
+    sampling = {**pipe["sampling"], **dict(kv.split("=", 1) for kv in args.sampling)}
+    config = PipelineConfig.model_validate(
+        {**pipe, "vocoder": kind, "description": pipe["description"] + about, "sampling": sampling})
+    (args.out / "pipeline.json").write_text(config.model_dump_json(indent=2) + "\n")
+    print(f"{args.out}: UNet of {args.unet_run} (step {unet[0]}), {kind} of {args.vocoder_run} (step {vocoder[0]})")
+
+
+def last_step(run: Path, stage: str) -> tuple[int, int]:
+    """The stage's saved step (its resumable state's) and its planned steps."""
+    step = json.loads((run / "training" / stage / "step.json").read_text())["step"]
+    return step, json.loads((run / "training" / "config.json").read_text())[stage]["steps"]
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 
 Copies what `--model` loads (pipeline.json and the component folders, not training/) into
 mtldm_cli/models/NAME and writes the registry entry, with the sha256 of every file, over the
-[models.NAME] entry of checkpoints.toml (or prints it when there is none yet, to paste).
+[models.NAME] entry of checkpoints.toml (or at its end when there is none yet).
 """
 
 from __future__ import annotations
@@ -44,12 +44,14 @@ def main(src: str, name: str, half: bool = False) -> None:
     entry = (f"[models.{name}]\ndescription = {json.dumps(pipe['description'])}\nformat = \"mtldm\"\n"
           f"source = {{ package = \"{name}\", sha256 = {{ {digests} }} }}\n"
           f"audio = {{ sample_rate = {audio['sample_rate']}, segment_seconds = {seconds}, "
-          f"stems = {json.dumps(audio['stems'])} }}\n")
+          f"stems = {json.dumps(audio['stems'])} }}\n"
+          f"conditioning = \"{pipe.get('conditioning', 'clap' if (dst / 'clap').is_dir() else 'none')}\"\n")
     registry = ROOT / "checkpoints.toml"
     text = registry.read_text()
     head = f"[models.{name}]\n"
     if head not in text:
-        print(entry)
+        registry.write_text(text.rstrip("\n") + "\n\n" + entry)
+        print(f"# added [models.{name}] to {registry}: move it where it belongs", file=sys.stderr)
         return
     start = text.index(head)
     end = text.find("\n\n", start)
