@@ -2,7 +2,7 @@
 through front end + VAE + vocoder, each beside Griffin-Lim on the same front end.
 
     python benchmarks/codec.py                                   # demo (v1) beside models/demo-v2
-    python benchmarks/codec.py --codec v1=demo --codec v2=models/v2-codec --tracks 16
+    python benchmarks/codec.py --codec v1=demo-v1 --codec v2=demo --tracks 16
     python benchmarks/codec.py --quick                           # 3 tracks
 
 A codec is a model name or folder (pipeline.json), or a training run folder (training/config.json
@@ -224,7 +224,7 @@ def main() -> None:
         from mtldm_cli.data.render import synthesize
 
         synthesize(args.data, tracks=max(args.tracks, 16), seconds=30.0, split="test", jobs=2)
-    codecs = [Codec(*spec.split("=", 1)) for spec in (args.codec or ["v1=demo", f"v2={ROOT / 'models' / 'demo-v2'}"])]
+    codecs = [Codec(*spec.split("=", 1)) for spec in (args.codec or ["v1=demo-v1", "v2=demo"])]
     stems, windows = test_windows(args.data, args.tracks)
 
     outputs: dict[str, list[torch.Tensor]] = {}  # path -> per track [4, N]

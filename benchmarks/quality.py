@@ -36,7 +36,7 @@ Every number is over one 10.24 s window (the model's segment) per test track.
    model's own CLAP's zero-shot style accuracy on the prompted clips, against chance; `condition` on
    each test mix, and how often its output is closer (CLAP cosine) to its own reference than to any other.
 
-Several models in one report: ``--model v1=demo --model v2=/tmp/v2`` (scripts/assemble_v2.py). Prints a JSON report
+Several models in one report: ``--model v1=demo-v1 --model v2=demo`` (or a folder from scripts/assemble_v2.py). Prints a JSON report
 (machine, date, settings, figures per model).
 """
 
@@ -58,6 +58,7 @@ from benchmarks.common import machine_report
 from mtldm_cli import MultiTrackPipeline
 from mtldm_cli.audio import griffin_lim_vocoder, is_silent
 from mtldm_cli.data.datasets import StemDataset
+from mtldm_cli.errors import InputError
 from mtldm_cli.metrics import chroma_agreement, estimate_key, frechet_distance, key_agreement, mrstft_distance, onset_agreement, onset_sharpness
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -372,7 +373,10 @@ def measure(name: str, source: str, args, tracks: int) -> dict:
             report["following"] = following(pipe, test, metas, args.steps)
             for spec in args.arrange_settings:  # "resample=4,reconstruction=1": stronger conditioning to compare
                 settings = {k: float(v) if "." in v else int(v) for k, v in (kv.split("=") for kv in spec.split(","))}
-                report[f"following[{spec}]"] = following(pipe, test, metas, args.steps, **settings)
+                try:
+                    report[f"following[{spec}]"] = following(pipe, test, metas, args.steps, **settings)
+                except InputError as err:  # e.g. given_guidance on a UNet that only imputes
+                    report[f"following[{spec}]"] = {"not_applicable": str(err)}
         elif section == "prompted" and pipe.conditional:
             report["prompted"] = prompted(pipe, test, metas, args.steps)
         report.setdefault("section_wall_s", {})[section] = round(time.perf_counter() - started, 1)
@@ -402,7 +406,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
     models = {}
-    for spec in args.model or ["demo"]:
+    for spec in args.model or ["v1=demo-v1", "v2=demo"]:
         name, _, source = spec.rpartition("=")
         models[name or source] = source
     report = {**machine_report(), "data": str(args.data), "tracks": tracks,

@@ -1,7 +1,7 @@
 """Look at the notes: spectrograms of one held-out test window, real stems beside each codec path.
 
-    python benchmarks/spectrograms.py --codec v1=demo --codec v2=models/demo-v2 --out docs/codec-spectrograms.png
-    python benchmarks/spectrograms.py --model v1=demo --model v2=/tmp/v2 --out docs/generated-spectrograms.png
+    python benchmarks/spectrograms.py --codec v1=demo-v1 --codec v2=demo --out docs/codec-spectrograms.png
+    python benchmarks/spectrograms.py --model v1=demo-v1 --model v2=demo --out docs/generated-spectrograms.png
 
 With --model, each model adds two rows: a generated clip (--seed), and an arrangement of the test
 track's guitar and piano given its real bass and drums (which that row shows as given).
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "codec-spectrograms.png")
     args = ap.parse_args()
-    default = [] if args.model else ["v1=demo", f"v2={ROOT / 'models' / 'demo-v2'}"]
+    default = [] if args.model else ["v1=demo-v1", "v2=demo"]
     codecs = [Codec(*spec.split("=", 1)) for spec in (args.codec or default)]
     stems, windows = test_windows(args.data, args.track + 1)
     real = windows[args.track]

@@ -264,9 +264,36 @@ def test_the_default_model_is_the_packaged_demo(cli, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.stderr
     info = json.loads(r.stdout)["info"]
     assert info["model"] == "demo" and info["source"] == "shipped in the package (demo)"
+    assert info["options"]["guidance"] > 1  # conditioned: classifier-free guidance by default
     monkeypatch.setenv("MTLDM_MODEL", "tiny-random-uncond")
     r = cli("generate", "--out", tmp_path / "p", "--duration", "0.25", "--json", *FAST)
     assert json.loads(r.stdout)["info"]["model"] == "tiny-random-uncond"
+
+
+@pytest.mark.slow
+def test_the_default_demo_takes_a_prompt_a_reference_and_a_prompted_arrangement_offline(cli, stem_dir, tmp_path,
+                                                                                          monkeypatch):
+    """Issue 15: on a fresh clone, offline, the shipped demo serves `generate --prompt`, `condition --ref`
+    (whose default model is demo, not the published one that needs a download) and `arrange --prompt`."""
+    monkeypatch.delenv("MTLDM_MODEL")
+    monkeypatch.setenv("MTLDM_OFFLINE", "1")
+    short = ("--duration", "1", "--json", *FAST)
+    runs = {"plain": cli("generate", "--out", tmp_path / "plain", *short),
+            "funk": cli("generate", "--prompt", "a fast funk song", "--out", tmp_path / "funk", *short),
+            "ballad": cli("generate", "--prompt", "a slow ballad with grand piano", "--out", tmp_path / "ballad", *short),
+            "ref": cli("condition", "--ref", stem_dir / "mix.wav", "--out", tmp_path / "ref", *short),
+            "arr": cli("arrange", "--given", stem_dir / "bass.wav", "--want", "piano", "--prompt", "a jazz song",
+                       "--given-guidance", "2", "--out", tmp_path / "arr", "--json", *FAST)}
+    for name, r in runs.items():
+        assert r.exit_code == 0, (name, r.stderr)
+        assert json.loads(r.stdout)["info"]["model"] == "demo"
+    drums = {k: sf.read(tmp_path / k / "drums.wav")[0] for k in ("plain", "funk", "ballad", "ref")}
+    assert all(np.abs(d).max() > 1e-3 for d in drums.values())
+    for a, b in (("plain", "funk"), ("funk", "ballad"), ("plain", "ref")):
+        assert not np.array_equal(drums[a], drums[b]), (a, b)  # the prompt and the reference reach the UNet
+    arranged = json.loads(runs["arr"].stdout)["info"]
+    assert arranged["prompt"] == "a jazz song" and arranged["options"]["given_guidance"] == 2.0
+    assert sorted(p.name for p in (tmp_path / "arr").glob("*.wav")) == ["bass.wav", "mix.wav", "piano.wav"]
 
 
 def test_library_errors_are_spelled_as_flags(cli, stem_dir, tmp_path):

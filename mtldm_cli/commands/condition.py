@@ -22,7 +22,7 @@ from .manifest import read_manifest, required
 def condition(
     ref: Annotated[Optional[Path], typer.Option("--ref", "-r", help="Reference clip (any format soundfile reads).")] = None,
     out: OutOpt = Path("out"),
-    model: ModelOpt = "mt-musicldm",
+    model: ModelOpt = "demo",
     preset: PresetOpt = None,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
