@@ -206,7 +206,7 @@ def test_arrange_takes_files_named_by_stem(pipe, tmp_path):
 def test_options_are_recorded_as_resolved(pipe):
     out = pipe.generate(duration=0.25, preset="paper", steps=2, seed=3)
     assert out.info["options"] == {"sampler": "ddim", "steps": 2, "eta": 1.0, "guidance": 2.0, "seed": 3,
-                                   "preset": "paper", "resample": 1, "reconstruction": 0.0}
+                                   "preset": "paper", "resample": 1, "reconstruction": 0.0, "given_guidance": 1.0}
     arranged = pipe.arrange({"bass": synth_stems(0.25)["bass"]}, steps=1, seed=0)
     assert arranged.info["options"]["guidance"] == pipe.config.sampling.arrange_guidance
     opts = pipe.sampling_options(steps=4, seed=9)

@@ -18,7 +18,8 @@ def test_presets_and_overrides():
     d = SamplingDefaults(steps=10)
     resolve = SamplingOptions.resolve
     assert resolve(d, seed=0).model_dump(exclude={"seed"}) == dict(sampler="dpm++", steps=10, eta=1.0, guidance=2.0,
-                                                                    preset=None, resample=1, reconstruction=0.0)
+                                                                    preset=None, resample=1, reconstruction=0.0,
+                                                                    given_guidance=1.0)
     assert PRESETS["paper"] == {"sampler": "ddim", "steps": 200, "eta": 1.0}
     assert (resolve(d, preset="paper").sampler, resolve(d, preset="paper").steps) == ("ddim", 200)
     o = resolve(d, preset="paper", sampler="dpm++", steps=7, eta=0.0)
