@@ -93,8 +93,7 @@ class SamplingOptions(_Options):
         values = {k: base[k] for k in ("sampler", "steps", "eta")}
         values["guidance"] = base["arrange_guidance"] if task == "arrange" else base["guidance"]
         if task == "arrange":
-            values |= {"resample": base["arrange_resample"], "reconstruction": base["arrange_reconstruction"],
-                       "given_guidance": base["arrange_given_guidance"]}
+            values |= {k: base[f"arrange_{k}"] for k in ARRANGE_OFF}
         else:
             steering: dict[str, Any] = {k: v for k, v in dict(resample=resample, reconstruction=reconstruction,
                                                               given_guidance=given_guidance).items()

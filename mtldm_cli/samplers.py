@@ -36,41 +36,27 @@ def cfg_model_fn(unet, cond: torch.Tensor | None, uncond: torch.Tensor | None, s
     given is the unconditional pass, ``e_0 + g (e_given - e_0) [+ s (e_c - e_given,u)]``, so that the
     new stems answer the given ones more than the seed (training drops the given stems half the time).
     """
-    if given is not None and given_scale != 1.0:
-        return _given_guided(unet, cond, uncond, scale, given, given_scale)
-
-    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        tt = t.expand(x.shape[0]) if t.ndim == 0 else t
-        extra: dict = {} if given is None else {"given": given}
-        if cond is None or uncond is None or scale == 1.0:
-            return unet(x, tt, None if cond is None else cond.expand(x.shape[0], *cond.shape[1:]), **extra)
-        if given is not None:
-            extra = {"given": tuple(torch.cat([v.expand(x.shape[0], *v.shape[1:])] * 2) for v in given)}
-        c, u = (v.expand(x.shape[0], *v.shape[1:]) for v in (cond, uncond))  # one condition for a batch
-        e_u, e_c = unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([u, c]), **extra).chunk(2)
-        return e_u + scale * (e_c - e_u)
-
-    return fn
-
-
-def _given_guided(unet, cond: torch.Tensor | None, uncond: torch.Tensor | None, scale: float,
-                  given: tuple[torch.Tensor, torch.Tensor], given_scale: float) -> ModelFn:
-    """Guidance by the given stems (and by the condition when ``scale != 1``): 2 or 3 passes, one forward."""
     text = cond is not None and uncond is not None and scale != 1.0
+    by_given = given is not None and given_scale != 1.0
+    passes = [(cond, True)]  # (condition, whether the given stems are given), the conditional pass last
+    if text:
+        passes.insert(0, (uncond, True))
+    if by_given:
+        passes.insert(0, (passes[0][0], False))
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
+        b, n = x.shape[0], len(passes)
         tt = t.expand(b) if t.ndim == 0 else t
-        x0, mask = (v.expand(b, *v.shape[1:]) for v in given)
-        none = torch.zeros_like(mask)
-        # passes: nothing given, given; and given with the condition when the text guides too
-        conds = [uncond, uncond, cond] if text else [cond, cond]
-        masks = [none, mask, mask] if text else [none, mask]
-        n = len(masks)
-        c = None if cond is None else torch.cat([v.expand(b, *v.shape[1:]) for v in conds])  # type: ignore[union-attr]
-        eps = unet(torch.cat([x] * n), torch.cat([tt] * n), c, given=(torch.cat([x0] * n), torch.cat(masks))).chunk(n)
-        out = eps[0] + given_scale * (eps[1] - eps[0])
-        return out + scale * (eps[2] - eps[1]) if text else out
+        c = None if cond is None else torch.cat([v.expand(b, *v.shape[1:]) for v, _ in passes])  # type: ignore[union-attr]
+        extra: dict = {}
+        if given is not None:
+            x0, mask = (v.expand(b, *v.shape[1:]) for v in given)
+            extra["given"] = (torch.cat([x0] * n), torch.cat([mask if on else torch.zeros_like(mask) for _, on in passes]))
+        eps = unet(torch.cat([x] * n), torch.cat([tt] * n), c, **extra).chunk(n)
+        out, i = eps[0], 0
+        if by_given:
+            out, i = out + given_scale * (eps[1] - eps[0]), 1
+        return out + scale * (eps[i + 1] - eps[i]) if text else out
 
     return fn
 
