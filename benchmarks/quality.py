@@ -21,7 +21,8 @@ Every number is over one 10.24 s window (the model's segment) per test track.
    of --samplers (DDIM with eta 1), so the default sampler is chosen on trained weights.
 
 4. Speed: one `generate` of the model's segment (10.24 s, 4 stems) with the default sampler, on
-   this machine's CPU with --threads threads (the issue's budget: under 30 s on 2 cores).
+   this machine's CPU with --threads threads (the issue's budget: under 30 s on 2 cores), and one
+   `arrange` of guitar and piano around a test window's bass and drums with the model's defaults.
 5. Playing together (what a musician hears; benchmarks/music.py's estimators): per generated clip,
    each sounding stem's beat regularity, the share of stem pairs whose tempi agree within 8 %, the
    key agreement of the pitched stems and each stem's onset sharpness; the same on the real test
@@ -34,7 +35,9 @@ Every number is over one 10.24 s window (the model's segment) per test track.
 7. Following words and a reference (CLAP-conditioned models): prompts naming the test songs' style
    and tempo; the generated drums' tempo within 8 % of the asked one, against unprompted clips; the
    model's own CLAP's zero-shot style accuracy on the prompted clips, against chance; `condition` on
-   each test mix, and how often its output is closer (CLAP cosine) to its own reference than to any other.
+   each test mix, and how often its output is closer (CLAP cosine) to its own reference than to any other;
+   the measures of 5 on the prompted, the unprompted and the conditioned clips (--prompt-guidance:
+   the whole section again at other guidance scales).
 
 Several models in one report: ``--model v1=demo-v1 --model v2=demo`` (or a folder from scripts/assemble_v2.py). Prints a JSON report
 (machine, date, settings, figures per model).
@@ -291,8 +294,10 @@ def following(pipe: MultiTrackPipeline, test: torch.Tensor, metas: list[dict], s
     return out
 
 
-def prompted(pipe: MultiTrackPipeline, test: torch.Tensor, metas: list[dict], steps: int | None) -> dict:
-    """Words and a reference: asked tempo and style, and condition's nearness to its own reference."""
+def prompted(pipe: MultiTrackPipeline, test: torch.Tensor, metas: list[dict], steps: int | None,
+             guidance: float | None = None) -> dict:
+    """Words and a reference: asked tempo and style, and condition's nearness to its own reference;
+    and whether a prompt or a reference makes the stems play together better than no condition."""
     from mtldm_cli.data.captions import pace
     from mtldm_cli.data.compose import STYLES
 
@@ -301,7 +306,8 @@ def prompted(pipe: MultiTrackPipeline, test: torch.Tensor, metas: list[dict], st
     asked = [(str(m["style"]), round(float(m["tempo"]))) for m in metas]
     clips, plain = [], []
     for i, (style, bpm) in enumerate(asked):
-        clips.append(pipe.generate(f"{pace(bpm)} {style} song, at {bpm} BPM", seed=2000 + i, steps=steps).stems)
+        clips.append(pipe.generate(f"{pace(bpm)} {style} song, at {bpm} BPM", seed=2000 + i, steps=steps,
+                                   guidance=guidance).stems)
         plain.append(pipe.generate(seed=2000 + i, steps=steps).stems)
     tempo_ok = [music.tempo_within(music.tempo(c["drums"], sr), bpm) for c, (_, bpm) in zip(clips, asked)]
     plain_ok = [music.tempo_within(music.tempo(c["drums"], sr), bpm) for c, (_, bpm) in zip(plain, asked)]
@@ -311,9 +317,10 @@ def prompted(pipe: MultiTrackPipeline, test: torch.Tensor, metas: list[dict], st
         audio = cond.audio(torch.from_numpy(np.stack([np.sum(list(c.values()), 0) for c in clips])).float())
         picks = (audio @ texts.T).argmax(-1).tolist()
         refs = test.sum(1)
-        outs = [pipe.condition(refs[i].numpy(), seed=3000 + i, steps=steps) for i in range(k)]
+        outs = [pipe.condition(refs[i].numpy(), seed=3000 + i, steps=steps, guidance=guidance) for i in range(k)]
         out_emb = cond.audio(torch.from_numpy(np.stack([o.mix for o in outs])).float())
         sims = (out_emb @ cond.audio(refs).T).numpy()
+    cond_ok = [music.tempo_within(music.tempo(o.stems["drums"], sr), bpm) for o, (_, bpm) in zip(outs, asked)]
     own = np.diag(sims)
     others = (sims.sum(1) - own) / max(1, k - 1)
     return {"clips": k,
@@ -322,17 +329,29 @@ def prompted(pipe: MultiTrackPipeline, test: torch.Tensor, metas: list[dict], st
             "style_chance": round(1 / len(styles), 4),
             "condition_cosine_own_reference": mean(own), "condition_cosine_other_references": mean(others),
             "condition_nearest_is_own": mean((sims.argmax(1) == np.arange(k)).astype(float)),
-            "condition_nearest_chance": round(1 / k, 4)}
+            "condition_nearest_chance": round(1 / k, 4),
+            "condition_tempo_within_8pct_of_reference": mean(cond_ok),
+            "together_prompted": summarise([clip_measures(c, sr) for c in clips], pipe.stems),
+            "together_unprompted": summarise([clip_measures(c, sr) for c in plain], pipe.stems),
+            "together_condition": summarise([clip_measures(o.stems, sr) for o in outs], pipe.stems)}
 
 
-def speed(pipe: MultiTrackPipeline, repeats: int = 2) -> dict:
-    runs = []
+def speed(pipe: MultiTrackPipeline, test: torch.Tensor, repeats: int = 2) -> dict:
+    """One `generate` of the segment, and one `arrange` of guitar and piano around the first test
+    window's bass and drums, each with the model's defaults: best of ``repeats``."""
+    runs, arranged = [], []
+    given = {s: test[0, pipe.stems.index(s)].numpy() for s in ("bass", "drums")}
+    want = [s for s in ("guitar", "piano") if s in pipe.stems]
     for i in range(repeats):
         t0 = time.perf_counter()
         out = pipe.generate(seed=i)
         runs.append({"total_s": round(time.perf_counter() - t0, 2), **out.info["timings"]})
+        t0 = time.perf_counter()
+        pipe.arrange(given, want=want, seed=i)
+        arranged.append(round(time.perf_counter() - t0, 2))
     return {"seconds_of_audio": round(out.duration, 2), "threads": torch.get_num_threads(), "runs": runs,
-            "best_total_s": min(r["total_s"] for r in runs)}
+            "best_total_s": min(r["total_s"] for r in runs), "arrange_s": arranged, "best_arrange_s": min(arranged),
+            "arrange_options": pipe.sampling_options("arrange", seed=0).record()}
 
 
 SECTIONS = ("speed", "round-trip", "arrangement", "generation", "together", "following", "prompted")
@@ -358,7 +377,7 @@ def measure(name: str, source: str, args, tracks: int) -> dict:
         started = time.perf_counter()
         print(f"[{name}] {section}...", file=sys.stderr, flush=True)
         if section == "speed":
-            report["speed"] = speed(pipe)
+            report["speed"] = speed(pipe, test)
         elif section == "round-trip":
             report["round_trip"] = round_trip(pipe, test)
         elif section == "arrangement":
@@ -371,17 +390,28 @@ def measure(name: str, source: str, args, tracks: int) -> dict:
             report["together"] = together(pipe, test, len(test))
         elif section == "following":
             report["following"] = following(pipe, test, metas, args.steps)
-            for spec in args.arrange_settings:  # "resample=4,reconstruction=1": stronger conditioning to compare
-                settings = {k: float(v) if "." in v else int(v) for k, v in (kv.split("=") for kv in spec.split(","))}
+            for spec in args.arrange_settings:  # "sampler=ddim,resample=4": stronger conditioning to compare
+                settings = {k: setting(v) for k, v in (kv.split("=") for kv in spec.split(","))}
                 try:
                     report[f"following[{spec}]"] = following(pipe, test, metas, args.steps, **settings)
                 except InputError as err:  # e.g. given_guidance on a UNet that only imputes
                     report[f"following[{spec}]"] = {"not_applicable": str(err)}
         elif section == "prompted" and pipe.conditional:
             report["prompted"] = prompted(pipe, test, metas, args.steps)
+            for g in args.prompt_guidance:  # classifier-free guidance scales to compare with the model's
+                report[f"prompted[guidance={g}]"] = prompted(pipe, test, metas, args.steps, guidance=g)
         report.setdefault("section_wall_s", {})[section] = round(time.perf_counter() - started, 1)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     return report
+
+
+def setting(value: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def main() -> None:
@@ -400,7 +430,10 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
     ap.add_argument("--only", nargs="*", default=[], choices=SECTIONS)
     ap.add_argument("--arrange-settings", nargs="*", default=[], metavar="K=V[,K=V]",
-                    help="the following section again with these arrange settings, e.g. resample=4 reconstruction=1.0")
+                    help="the following section again with these arrange settings, e.g. "
+                         "sampler=ddim,resample=4 reconstruction=1.0")
+    ap.add_argument("--prompt-guidance", nargs="*", type=float, default=[], metavar="G",
+                    help="the prompted section again at these classifier-free guidance scales")
     args = ap.parse_args()
     tracks = 4 if args.quick else args.tracks
     torch.set_grad_enabled(False)

@@ -81,7 +81,8 @@ class SamplingDefaults(BaseModel):
     eta: float = 1.0  # DDIM only
     guidance: float = 2.0
     arrange_guidance: float = 1.0
-    arrange_resample: int = 1  # RePaint: times each step of an arrangement is made (DDIM only)
+    arrange_sampler: Sampler | None = None  # an arrangement's sampler when not `sampler` (RePaint needs ddim)
+    arrange_resample: int = 1  # RePaint: times each step of an arrangement is made (when it samples with ddim)
     arrange_reconstruction: float = 0.0  # reconstruction guidance weight of an arrangement
     arrange_given_guidance: float = 1.0  # guidance by the given stems (arrangement-trained UNets only)
     separate_steps: int = 150

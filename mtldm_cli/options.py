@@ -82,8 +82,9 @@ class SamplingOptions(_Options):
                 reconstruction: float | None = None, given_guidance: float | None = None) -> SamplingOptions:
         """``defaults`` (a model's), then ``preset``, then every value given explicitly.
 
-        ``task`` "arrange" takes the model's arrangement guidance, resampling, reconstruction and
-        given-stem guidance as its defaults; the other tasks refuse the last three.
+        ``task`` "arrange" takes the model's arrangement sampler (unless a preset names one), guidance,
+        resampling (when it samples with ddim), reconstruction and given-stem guidance as its
+        defaults; the other tasks refuse the last three.
         """
         base = defaults.model_dump()
         if preset is not None:
@@ -93,7 +94,11 @@ class SamplingOptions(_Options):
         values = {k: base[k] for k in ("sampler", "steps", "eta")}
         values["guidance"] = base["arrange_guidance"] if task == "arrange" else base["guidance"]
         if task == "arrange":
+            if base["arrange_sampler"] and preset is None:
+                values["sampler"] = base["arrange_sampler"]
             values |= {k: base[f"arrange_{k}"] for k in ARRANGE_OFF}
+            if (sampler or values["sampler"]) != "ddim" and resample is None:
+                values["resample"] = ARRANGE_OFF["resample"]  # the model's RePaint default applies to ddim only
         else:
             steering: dict[str, Any] = {k: v for k, v in dict(resample=resample, reconstruction=reconstruction,
                                                               given_guidance=given_guidance).items()

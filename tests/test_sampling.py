@@ -33,6 +33,26 @@ def test_presets_and_overrides():
         o.steps = 3  # resolved once
 
 
+def test_an_arrangement_takes_its_own_sampler_and_resamples_only_with_ddim():
+    """A model may arrange with RePaint (ddim, resampled) while it generates with DPM-Solver++."""
+    d = SamplingDefaults(steps=10, arrange_sampler="ddim", arrange_resample=4)
+    resolve = SamplingOptions.resolve
+    arrange = resolve(d, task="arrange")
+    assert (arrange.sampler, arrange.resample, arrange.steps) == ("ddim", 4, 10)
+    assert (resolve(d).sampler, resolve(d).resample) == ("dpm++", 1)  # generate keeps the model's sampler
+    fast = resolve(d, task="arrange", sampler="dpm++")  # another sampler: the resampling default drops
+    assert (fast.sampler, fast.resample) == ("dpm++", 1)
+    assert (resolve(d, task="arrange", preset="fast").sampler, resolve(d, task="arrange", preset="fast").resample) \
+        == ("dpm++", 1)
+    paper = resolve(d, task="arrange", preset="paper")
+    assert (paper.sampler, paper.steps, paper.resample) == ("ddim", 200, 4)
+    assert resolve(d, task="arrange", resample=2).resample == 2
+    with pytest.raises(InputError, match="resample=2: RePaint resampling needs the ddim sampler"):
+        resolve(d, task="arrange", sampler="dpm++", resample=2)
+    plain = SamplingDefaults(steps=10, arrange_resample=4)  # no arrangement sampler: the model's dpm++
+    assert (resolve(plain, task="arrange").sampler, resolve(plain, task="arrange").resample) == ("dpm++", 1)
+
+
 def test_separation_options():
     d = SamplingDefaults(separate_steps=12)
     o = SeparationOptions.resolve(d, seed=1)
