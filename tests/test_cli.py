@@ -293,6 +293,8 @@ def test_the_default_demo_takes_a_prompt_a_reference_and_a_prompted_arrangement_
         assert not np.array_equal(drums[a], drums[b]), (a, b)  # the prompt and the reference reach the UNet
     arranged = json.loads(runs["arr"].stdout)["info"]
     assert arranged["prompt"] == "a jazz song" and arranged["options"]["given_guidance"] == 2.0
+    # the packaged model's own arrangement defaults reach the command: RePaint (ddim, 4 resamples)
+    assert (arranged["options"]["sampler"], arranged["options"]["resample"]) == ("ddim", 4)
     assert sorted(p.name for p in (tmp_path / "arr").glob("*.wav")) == ["bass.wav", "mix.wav", "piano.wav"]
 
 
