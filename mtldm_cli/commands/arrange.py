@@ -12,7 +12,7 @@ import typer
 from ..errors import InputError
 from .common import (BitDepthOpt, ChannelsOpt, CompileOpt, Device, DeviceOpt, DtypeOpt, EtaOpt, FileFormat, FloatOpt,
                      ForceOpt, FormatOpt, GuidanceOpt, JobReport, JsonOpt, ModelOpt, OfflineOpt, OutOpt, PlotOpt,
-                     Precision, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SampleRateOpt, SamplerOpt, SeedOpt,
+                     Precision, PresetOpt, PromptOpt, QuietOpt, RevisionOpt, SampleRateOpt, SamplerName, SeedOpt,
                      StepsOpt, check_device, describe, file_format, finish, guarded, load_pipeline, note,
                      precheck_outputs, progress_callback, sampling_flags, split_names)
 from .manifest import read_manifest, required
@@ -33,11 +33,11 @@ def arrange(
     out: OutOpt = Path("out"),
     model: ModelOpt = "demo",
     preset: PresetOpt = None,
-    sampler: SamplerOpt = None,
+    sampler: Annotated[Optional[SamplerName], typer.Option(help="Sampler, overriding the preset's (default: the model's arrangement sampler: ddim for demo).")] = None,
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
     eta: EtaOpt = None,
-    resample: Annotated[Optional[int], typer.Option(min=1, max=20, help="RePaint: make each step N times, re-noising in between, so the new stems settle to the given ones (ddim only; default: the model's).")] = None,
+    resample: Annotated[Optional[int], typer.Option(min=1, max=20, help="RePaint: make each step N times, re-noising in between, so the new stems settle to the given ones (ddim only; default: the model's when sampling with ddim, 4 for demo).")] = None,
     reconstruction: Annotated[Optional[float], typer.Option(min=0.0, help="Reconstruction guidance weight: pull the new stems by the gradient of the given stems' reconstruction error (a backward pass a step; default: the model's).")] = None,
     given_guidance: Annotated[Optional[float], typer.Option(min=0.0, max=20.0, help="Guidance by the given stems: above 1 the new stems answer them more and the seed less (an extra pass a step; arrangement-trained models only, as demo; default: the model's).")] = None,
     seed: SeedOpt = None,
