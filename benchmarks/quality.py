@@ -294,21 +294,24 @@ def following(pipe: MultiTrackPipeline, test: torch.Tensor, metas: list[dict], s
     return out
 
 
+def unprompted(pipe: MultiTrackPipeline, clips: int, steps: int | None) -> list[dict]:
+    """The baseline of :func:`prompted`: the same seeds with no prompt (made once for every guidance)."""
+    return [pipe.generate(seed=2000 + i, steps=steps).stems for i in range(clips)]
+
+
 def prompted(pipe: MultiTrackPipeline, test: torch.Tensor, metas: list[dict], steps: int | None,
-             guidance: float | None = None) -> dict:
-    """Words and a reference: asked tempo and style, and condition's nearness to its own reference;
-    and whether a prompt or a reference makes the stems play together better than no condition."""
+             plain: list[dict], guidance: float | None = None) -> dict:
+    """Words and a reference: asked tempo and style against the ``plain`` clips, and condition's
+    nearness to its own reference; and whether a prompt or a reference makes the stems play
+    together better than no condition."""
     from mtldm_cli.data.captions import pace
     from mtldm_cli.data.compose import STYLES
 
     sr, k = pipe.sample_rate, len(test)
     styles = [st.name for st in STYLES]
     asked = [(str(m["style"]), round(float(m["tempo"]))) for m in metas]
-    clips, plain = [], []
-    for i, (style, bpm) in enumerate(asked):
-        clips.append(pipe.generate(f"{pace(bpm)} {style} song, at {bpm} BPM", seed=2000 + i, steps=steps,
-                                   guidance=guidance).stems)
-        plain.append(pipe.generate(seed=2000 + i, steps=steps).stems)
+    clips = [pipe.generate(f"{pace(bpm)} {style} song, at {bpm} BPM", seed=2000 + i, steps=steps,
+                           guidance=guidance).stems for i, (style, bpm) in enumerate(asked)]
     tempo_ok = [music.tempo_within(music.tempo(c["drums"], sr), bpm) for c, (_, bpm) in zip(clips, asked)]
     plain_ok = [music.tempo_within(music.tempo(c["drums"], sr), bpm) for c, (_, bpm) in zip(plain, asked)]
     cond = pipe.conditioner
@@ -397,9 +400,10 @@ def measure(name: str, source: str, args, tracks: int) -> dict:
                 except InputError as err:  # e.g. given_guidance on a UNet that only imputes
                     report[f"following[{spec}]"] = {"not_applicable": str(err)}
         elif section == "prompted" and pipe.conditional:
-            report["prompted"] = prompted(pipe, test, metas, args.steps)
+            plain = unprompted(pipe, len(metas), args.steps)
+            report["prompted"] = prompted(pipe, test, metas, args.steps, plain)
             for g in args.prompt_guidance:  # classifier-free guidance scales to compare with the model's
-                report[f"prompted[guidance={g}]"] = prompted(pipe, test, metas, args.steps, guidance=g)
+                report[f"prompted[guidance={g}]"] = prompted(pipe, test, metas, args.steps, plain, guidance=g)
         report.setdefault("section_wall_s", {})[section] = round(time.perf_counter() - started, 1)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     return report
