@@ -97,8 +97,6 @@ class SamplingOptions(_Options):
             if base["arrange_sampler"] and preset is None:
                 values["sampler"] = base["arrange_sampler"]
             values |= {k: base[f"arrange_{k}"] for k in ARRANGE_OFF}
-            if (sampler or values["sampler"]) != "ddim" and resample is None:
-                values["resample"] = ARRANGE_OFF["resample"]  # the model's RePaint default applies to ddim only
         else:
             steering: dict[str, Any] = {k: v for k, v in dict(resample=resample, reconstruction=reconstruction,
                                                               given_guidance=given_guidance).items()
@@ -110,6 +108,8 @@ class SamplingOptions(_Options):
         given = dict(sampler=sampler, steps=steps, eta=eta, guidance=guidance, resample=resample,
                      reconstruction=reconstruction, given_guidance=given_guidance)
         values |= {k: v for k, v in given.items() if v is not None}
+        if task == "arrange" and values["sampler"] != "ddim" and resample is None:
+            values["resample"] = ARRANGE_OFF["resample"]  # the model's RePaint default applies to ddim only
         opts = cls._build(values | {"seed": _seed(seed), "preset": preset})
         if opts.resample > 1 and opts.sampler != "ddim":
             raise InputError("{resample}: RePaint resampling needs the ddim sampler (DPM-Solver++ is multistep)",
