@@ -100,6 +100,16 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
     def spectrum(self, logmel: torch.Tensor) -> torch.Tensor:
         """``[B, frames, n_mels]`` -> the complex STFT ``[B, n_fft // 2 + 1, frames]`` the head inverts
         (log-magnitude and phase from one linear layer, as Vocos' head; or the integrated phase)."""
+        log_mag, phase = self.head_terms(logmel)
+        if self.config.phase == "integrated":
+            advance, offset = phase
+            phase = torch.cumsum(advance, dim=-1) + offset
+        return torch.clip(torch.exp(log_mag), max=1e2) * (torch.cos(phase) + 1j * torch.sin(phase))
+
+    def head_terms(self, logmel: torch.Tensor):
+        """The head's log-magnitude ``[B, bins, frames]`` (the mel prior added) and its phase: the
+        absolute phase, or for the integrated head each frame's phase advance and offset, before
+        :meth:`spectrum` sums them (benchmarks/vocoder_attacks.py sums them another way)."""
         features = logmel.transpose(-1, -2).float()
         if self.config.magnitude == "mel-prior":
             features = self.prior_log_magnitude(features)
@@ -108,11 +118,10 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
             log_mag, phase = x.chunk(2, dim=1)
         else:
             log_mag, dev_cos, dev_sin, off_cos, off_sin = x.chunk(5, dim=1)
-            advance = self.advance[:, None] + torch.atan2(dev_sin, dev_cos)
-            phase = torch.cumsum(advance, dim=-1) + torch.atan2(off_sin, off_cos)
+            phase = (self.advance[:, None] + torch.atan2(dev_sin, dev_cos), torch.atan2(off_sin, off_cos))
         if self.config.magnitude == "mel-prior":
             log_mag = log_mag + features
-        return torch.clip(torch.exp(log_mag), max=1e2) * (torch.cos(phase) + 1j * torch.sin(phase))
+        return log_mag, phase
 
     def prior_log_magnitude(self, logmel: torch.Tensor) -> torch.Tensor:
         """``[B, n_mels, frames]`` log-mel -> ``[B, bins, frames]`` log-magnitude through the least-squares
