@@ -3,7 +3,7 @@
     python scripts/assemble_v2.py /tmp/demo-v2 [--sampling arrange_given_guidance=4]
     python benchmarks/quality.py --model v1=demo-v1 --model v2=/tmp/demo-v2
 
-The UNet run (runs/demo-v2/unet-vae6500-step18000, the newest: its VAE, CLAP, UNet, scheduler and pipeline.json) takes the Vocos of
+The UNet run (runs/demo-v2/unet-vae6500-step22750, the newest: its VAE, CLAP, UNet, scheduler and pipeline.json) takes the Vocos of
 the vocoder run (runs/demo-v2/vocoder-prior-step21750, its last export) in place of Griffin-Lim. The runs
 train in their own folders because they train at the same time, on different cores.
 """
@@ -25,7 +25,7 @@ from mtldm_cli.config import PipelineConfig  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--unet-run", type=Path, default=ROOT / "runs" / "demo-v2" / "unet-vae6500-step18000")
+    ap.add_argument("--unet-run", type=Path, default=ROOT / "runs" / "demo-v2" / "unet-vae6500-step22750")
     ap.add_argument("--vocoder-run", type=Path, default=ROOT / "runs" / "demo-v2" / "vocoder-prior-step21750")
     ap.add_argument("--sampling", nargs="*", default=[], metavar="KEY=VALUE",
                     help="the model's sampling defaults chosen by measurement, e.g. arrange_given_guidance=4 "
