@@ -1,7 +1,7 @@
 """Why the Vocos' drum attacks are soft (issue 14's one goal short), and two cheap remedies measured.
 
     python benchmarks/vocoder_attacks.py --vocoder runs/demo-v2/vocoder-prior-step21750/training/vocoder-trained
-    python benchmarks/vocoder_attacks.py --vocoder DIR --finetune 800     # and the fine-tune A/B (~8 min, one thread)
+    python benchmarks/vocoder_attacks.py --vocoder DIR --finetune 800     # and the fine-tune A/B (~10 min, one thread)
 
 Every row is onset sharpness (top 2 % of the onset envelope over its mean, as benchmarks/codec.py)
 and MR-STFT per stem, over one 10.24 s window of each held-out test track (silent ones included:
