@@ -38,7 +38,7 @@ from benchmarks.common import machine_report
 from mtldm_cli.audio import MelFrontEnd
 from mtldm_cli.config import AudioConfig
 from mtldm_cli.metrics import MRSTFT_RESOLUTIONS, mrstft_distance, onset_sharpness
-from mtldm_cli.vocoders import VocosVocoder, anti_wrapped_phase_loss
+from mtldm_cli.vocoders import VocosVocoder
 
 SHORT = ((128, 32), (256, 64))
 
@@ -74,6 +74,7 @@ def finetune(source: Path, steps: int, resolutions, data: Path, seed: int = 0) -
     """``steps`` steps of the run's reconstruction loss from ``source``, no discriminators."""
     from mtldm_cli.data.datasets import StemDataset
     from mtldm_cli.train.config import load_config
+    from mtldm_cli.train.stages import vocoder_reconstruction_loss
 
     v = load_config(ROOT / "configs" / "demo-v2.yaml").vocoder
     voc = VocosVocoder.from_pretrained(source).train()
@@ -89,12 +90,7 @@ def finetune(source: Path, steps: int, resolutions, data: Path, seed: int = 0) -
         clips = clips[clips.abs().mean(-1) >= 1e-3]
         if not len(clips):
             continue
-        mel = front(clips, n)
-        wav, spec = voc(mel, with_spectrum=True)
-        wav = fit(wav, clips.shape[-1])
-        loss = (v.mrstft_weight * mrstft_distance(wav, clips, resolutions=resolutions)
-                + v.mel_weight * (front(wav, n) - mel).abs().mean()
-                + v.phase_weight * anti_wrapped_phase_loss(spec, voc.target_spectrum(clips), absolute=False))
+        loss, _, _ = vocoder_reconstruction_loss(v, front, voc, voc, clips, resolutions)
         opt.zero_grad()
         loss.backward()
         opt.step()

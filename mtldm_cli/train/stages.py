@@ -238,20 +238,10 @@ class VocoderStage(Stage):
 
         def loss_fn(model, stems, g, disc=None, **_):
             clips = clips_of(stems, g)
-            mel = front(clips, n)
-            parts = {}
-            if v.phase_weight:
-                wav, spec = model(mel, with_spectrum=True)
-                parts["phase"] = anti_wrapped_phase_loss(spec, self.acc.unwrap_model(model).target_spectrum(clips),
-                                                         absolute=v.phase == "absolute")
-            else:
-                wav = model(mel)
-            wav = wav[..., :clips.shape[-1]]
-            mel_l1 = (front(wav, n) - mel).abs().mean()
-            loss = v.mrstft_weight * mrstft(wav, clips) + v.mel_weight * mel_l1 + v.phase_weight * parts.get("phase", 0.0)
+            loss, wav, parts = vocoder_reconstruction_loss(v, front, model, self.acc.unwrap_model(model), clips)
             if disc is not None:
                 loss = loss + v.adversarial_weight * disc(clips, wav).generator_loss()
-            return loss, {"l1": mel_l1, **parts}
+            return loss, parts
 
         def disc_loss(model, disc, stems, g):
             clips = clips_of(stems, g)
@@ -289,6 +279,25 @@ class VocoderStage(Stage):
                           json.dumps({"kind": v.kind, "fallback": v.fallback, "chosen": chosen, **scores}, indent=2))
         if (self.out / "unet" / "config.json").is_file():
             write_pipeline(self.cfg, self.out)
+
+
+def vocoder_reconstruction_loss(v, front, model, module, clips: torch.Tensor, resolutions=None):
+    """The vocoder stage's loss without its GAN terms, on ``clips`` ``[K, window_frames * hop]``:
+    ``mrstft_weight`` x MR-STFT (at ``resolutions``, default the metric's) + ``mel_weight`` x log-mel
+    L1 + ``phase_weight`` x the phase losses of ``module`` (``model`` unwrapped). Returns the loss,
+    the audio and the logged parts (benchmarks/vocoder_attacks.py fine-tunes with it too)."""
+    n = v.window_frames
+    mel = front(clips, n)
+    parts = {}
+    if v.phase_weight:
+        wav, spec = model(mel, with_spectrum=True)
+        parts["phase"] = anti_wrapped_phase_loss(spec, module.target_spectrum(clips), absolute=v.phase == "absolute")
+    else:
+        wav = model(mel)
+    wav = wav[..., :clips.shape[-1]]
+    mel_l1 = (front(wav, n) - mel).abs().mean()
+    loss = v.mrstft_weight * mrstft(wav, clips, resolutions) + v.mel_weight * mel_l1 + v.phase_weight * parts.get("phase", 0.0)
+    return loss, wav, {"l1": mel_l1, **parts}
 
 
 class Discriminators(torch.nn.Module):

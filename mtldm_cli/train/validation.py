@@ -151,10 +151,11 @@ class Validation:
         write_validation(self.out / "training" / "validation.csv", stage, step, values)
 
 
-def mrstft(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """MR-STFT distance over the samples both have (a vocoder may return a few more or fewer)."""
-    from ..metrics import mrstft_distance
+def mrstft(est: torch.Tensor, ref: torch.Tensor, resolutions=None) -> torch.Tensor:
+    """MR-STFT distance over the samples both have (a vocoder may return a few more or fewer), at
+    ``resolutions`` (default: the metric's)."""
+    from ..metrics import MRSTFT_RESOLUTIONS, mrstft_distance
 
     n = min(est.shape[-1], ref.shape[-1])
-    return mrstft_distance(est[..., :n], ref[..., :n])
+    return mrstft_distance(est[..., :n], ref[..., :n], resolutions=resolutions or MRSTFT_RESOLUTIONS)
 
