@@ -107,6 +107,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if not (args.vocoder / "config.json").is_file():
+        raise SystemExit(f"error: {args.vocoder}: no Vocos here (config.json missing); pass a folder such as "
+                         "runs/demo-v2/vocoder-prior-step21750/training/vocoder-trained")
     voc = VocosVocoder.from_pretrained(args.vocoder).eval()
     c = voc.config
     if c.phase != "integrated":
