@@ -11,6 +11,7 @@ import torch
 
 from .audio import MelFrontEnd
 from .config import AudioConfig
+from .vocoders import VocosVocoder
 from .windows import Window, overlap_units, plan, stitch
 
 
@@ -98,7 +99,8 @@ class LatentCodec:
         # a vocoder's frames end a hop or so before the last mel frame's span does: two repeated
         # frames carry the sound to the end, where zero padding made a step to silence
         mel = torch.cat([mel, mel[:, -1:].expand(-1, 2, -1)], dim=1)
-        wav = self.vocoder(mel)
+        stems = list(self.audio.stems[:s]) * b  # a Vocos may treat a stem its own way (its onset_reset_stems)
+        wav = self.vocoder(mel, stems=stems) if isinstance(self.vocoder, VocosVocoder) else self.vocoder(mel)
         wav = torch.nn.functional.pad(wav, (0, max(0, samples - wav.shape[-1])))[..., :samples]
         return wav.reshape(b, s, samples).float().cpu()
 

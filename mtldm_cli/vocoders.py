@@ -16,6 +16,14 @@ The learned magnitude can still lose which pitch classes sound (the key). With `
 mel-prior`` (FreeV, Lv et al., 2024) the backbone reads the least-squares inverse of the mel filters
 (torchaudio's ``InverseMelScale``), which keeps every partial in its bin, and the head learns a
 log-magnitude correction to it that starts at zero.
+
+An integrated phase keeps a note turning but has no reason to line the bins up where a drum hits: the
+attack smears over the 64 ms window. With ``onset_reset`` the integration restarts at every onset
+frame of the log-mel (its mean rectified flux over the threshold) from the phase of an impulse
+``onset_delay`` samples after that frame's window centre: the phase vocoder's phase reset at
+transients (Röbel, 2003). It needs no training; docs/demo-model.md has what it measures. With
+``onset_reset_stems`` only those stems' items are reset (the caller names each item's stem): a
+reset cuts a sustained note's phase, so the demo keeps it for the drums.
 """
 
 from __future__ import annotations
@@ -45,6 +53,10 @@ class VocosConfig(BaseModel):
     f_min: float = Field(0.0, ge=0)
     f_max: float = Field(8000.0, gt=0)
     log_clamp: float = Field(1e-5, gt=0)
+    # integrated phase only: restart it at log-mel onsets (None: never), from an impulse this late
+    onset_reset: float | None = Field(None, gt=0)
+    onset_delay: int = 128
+    onset_reset_stems: tuple[str, ...] | None = None  # None: every item
 
 
 class VocosVocoder(SafetensorsLayout, torch.nn.Module):
@@ -87,23 +99,27 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
             self.register_buffer("inverse_mel", torch.linalg.pinv(fb.T), persistent=False)
         compact_buffers(self)
 
-    def forward(self, logmel: torch.Tensor, *, with_spectrum: bool = False):
+    def forward(self, logmel: torch.Tensor, *, with_spectrum: bool = False, stems: list[str] | None = None):
         """The waveform; with ``with_spectrum``, also the complex STFT it was made from (training's
-        phase losses take it through this forward, so a DistributedDataParallel wrapper sees it)."""
+        phase losses take it through this forward, so a DistributedDataParallel wrapper sees it).
+        ``stems``: each item's stem, for ``onset_reset_stems``."""
         single = logmel.dim() == 2
-        spec = self.spectrum(logmel[None] if single else logmel)
+        spec = self.spectrum(logmel[None] if single else logmel, stems=stems)
         wav = self.head.istft(spec)
         if single:
             wav, spec = wav[0], spec[0]
         return (wav, spec) if with_spectrum else wav
 
-    def spectrum(self, logmel: torch.Tensor) -> torch.Tensor:
+    def spectrum(self, logmel: torch.Tensor, *, stems: list[str] | None = None) -> torch.Tensor:
         """``[B, frames, n_mels]`` -> the complex STFT ``[B, n_fft // 2 + 1, frames]`` the head inverts
         (log-magnitude and phase from one linear layer, as Vocos' head; or the integrated phase)."""
         log_mag, phase = self.head_terms(logmel)
         if self.config.phase == "integrated":
             advance, offset = phase
             phase = torch.cumsum(advance, dim=-1) + offset
+            reset = self.resets(len(logmel), stems)
+            if reset.any():
+                phase = torch.where(reset[:, None, None].to(phase.device), self.reset_at_onsets(phase, logmel), phase)
         return torch.clip(torch.exp(log_mag), max=1e2) * (torch.cos(phase) + 1j * torch.sin(phase))
 
     def head_terms(self, logmel: torch.Tensor):
@@ -122,6 +138,37 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
         if self.config.magnitude == "mel-prior":
             log_mag = log_mag + features
         return log_mag, phase
+
+    def resets(self, items: int, stems: list[str] | None) -> torch.Tensor:
+        """``[items]``: which items restart their phase at onsets; with ``onset_reset_stems`` set, only
+        items whose stem (``stems``) it names, and none when the stems are not given."""
+        c = self.config
+        if c.onset_reset is None:
+            return torch.zeros(items, dtype=torch.bool)
+        if c.onset_reset_stems is None:
+            return torch.ones(items, dtype=torch.bool)
+        if stems is None:
+            return torch.zeros(items, dtype=torch.bool)
+        if len(stems) != items:
+            raise ValueError(f"stems names {len(stems)} items, the log-mel has {items}")
+        return torch.tensor([s in c.onset_reset_stems for s in stems], dtype=torch.bool)
+
+    def onsets(self, logmel: torch.Tensor) -> torch.Tensor:
+        """``[B, frames]``: True where the mean rectified log-mel flux from the frame before exceeds
+        ``onset_reset``."""
+        flux = torch.relu(logmel.float().diff(dim=1)).mean(-1) > self.config.onset_reset
+        return torch.cat([torch.zeros_like(flux[:, :1]), flux], dim=1)
+
+    def reset_at_onsets(self, phase: torch.Tensor, logmel: torch.Tensor) -> torch.Tensor:
+        """The integrated ``phase`` ``[B, bins, frames]`` restarted at each onset frame from the linear
+        phase of an impulse there; the frames after it keep their own advances from that start."""
+        onset = self.onsets(logmel)
+        frame = torch.arange(onset.shape[1], device=onset.device).expand_as(onset)
+        last = torch.where(onset, frame, -1).cummax(dim=1).values[:, None].expand_as(phase)
+        k = torch.arange(phase.shape[1], device=phase.device, dtype=phase.dtype)[:, None]
+        impulse = -torch.pi * k * (1 + 2 * self.config.onset_delay / self.config.n_fft)  # the STFT frame starts n_fft/2 before its centre
+        restarted = impulse + phase - torch.gather(phase, 2, last.clamp(min=0))
+        return torch.where(last >= 0, restarted, phase)
 
     def prior_log_magnitude(self, logmel: torch.Tensor) -> torch.Tensor:
         """``[B, n_mels, frames]`` log-mel -> ``[B, bins, frames]`` log-magnitude through the least-squares

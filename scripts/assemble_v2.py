@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mtldm_cli.config import PipelineConfig  # noqa: E402
+from mtldm_cli.vocoders import VocosConfig  # noqa: E402
 
 
 def main() -> None:
@@ -30,6 +31,9 @@ def main() -> None:
     ap.add_argument("--sampling", nargs="*", default=[], metavar="KEY=VALUE",
                     help="the model's sampling defaults chosen by measurement, e.g. arrange_given_guidance=4 "
                          "(the run's config holds its training's; changing it would stop the run resuming)")
+    ap.add_argument("--vocoder-option", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="decoding options of the Vocos chosen by measurement, as JSON values, e.g. onset_reset=1.5 "
+                         "'onset_reset_stems=[\"drums\"]' (its config.json)")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
     if args.out.exists():
@@ -40,6 +44,10 @@ def main() -> None:
     for part in ("vae", "unet", "scheduler", "clap"):
         shutil.copytree(args.unet_run / part, args.out / part)
     shutil.copytree(args.vocoder_run / "training" / "vocoder-trained", args.out / "vocoder")
+    if args.vocoder_option:
+        voc = args.out / "vocoder" / "config.json"
+        options = json.loads(voc.read_text()) | {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.vocoder_option)}
+        voc.write_text(VocosConfig.model_validate(options).model_dump_json(indent=2) + "\n")
     pipe = json.loads((args.unet_run / "pipeline.json").read_text())
     kind = json.loads((args.vocoder_run / "training" / "config.json").read_text())["vocoder"]["kind"]
     unet, vocoder = last_step(args.unet_run, "unet"), last_step(args.vocoder_run, "vocoder")

@@ -280,6 +280,73 @@ def test_the_integrated_head_keeps_a_held_note_turning(root, tmp_path):
     assert wav.shape == (2, 16 * 160) and torch.isfinite(wav).all()
 
 
+def test_onset_reset_restarts_the_integrated_phase_from_an_impulse_at_each_attack(tmp_path):
+    """With ``onset_reset`` the integrated phase restarts at a log-mel onset from the phase an impulse
+    ``onset_delay`` samples after the frame's centre has in the head's own STFT; the frames before it
+    are untouched, the frames after keep their advances, the magnitude does not change; the setting
+    travels in config.json through the user's loader."""
+    from mtldm_cli.components import load_vocoder
+    from mtldm_cli.config import PipelineConfig
+    from mtldm_cli.vocoders import VocosConfig, VocosVocoder
+
+    torch.manual_seed(0)
+    base = dict(n_mels=16, dim=16, intermediate_dim=32, num_layers=1, phase="integrated")
+    plain = VocosVocoder(VocosConfig(**base))
+    voc = VocosVocoder(VocosConfig(**base, onset_reset=0.5, onset_delay=128))
+    voc.load_state_dict(plain.state_dict())
+    logmel = torch.full((1, 48, 16), -8.0)
+    logmel[:, 20:] = torch.linspace(0, -6, 28)[:, None]  # a hit at frame 20, decaying
+    with torch.no_grad():
+        before, after = plain.spectrum(logmel), voc.spectrum(logmel)
+    assert voc.onsets(logmel)[0].nonzero().flatten().tolist() == [20]
+    assert torch.allclose(after.abs(), before.abs())
+    assert torch.equal(after[..., :20], before[..., :20])
+
+    def wrapped(x):
+        return torch.remainder(x + torch.pi, 2 * torch.pi) - torch.pi
+
+    steps = wrapped(after.angle().diff(dim=-1)[..., 20:] - before.angle().diff(dim=-1)[..., 20:])
+    assert steps.abs().max() < 1e-2  # float32 rounding of the summed phase
+    impulse = torch.zeros(1, 48 * 256)
+    impulse[0, 20 * 256 + 128 + 128] = 1.0  # frame 20's window centre is sample 20 * hop + 128; then the delay
+    true = voc.target_spectrum(impulse)[0, :, 20].angle()
+    assert wrapped(after[0, :, 20].angle() - true).abs().max() < 1e-3
+
+    voc.save_pretrained(tmp_path / "voc")
+    loaded = load_vocoder(PipelineConfig(name="x", vocoder="vocos", audio={"n_mels": 16, "hop_length": 256}), tmp_path / "voc")
+    assert (loaded.config.onset_reset, loaded.config.onset_delay) == (0.5, 128)
+
+
+def test_the_codec_resets_only_the_stems_the_vocos_names():
+    """``onset_reset_stems``: LatentCodec tells the Vocos each item's stem; only the drums change,
+    the other stems decode exactly as without the reset; a Vocos not told the stems resets none."""
+    from diffusers import AutoencoderKL
+
+    from mtldm_cli.codec import LatentCodec
+    from mtldm_cli.config import AudioConfig
+    from mtldm_cli.vocoders import VocosConfig, VocosVocoder
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=1, out_channels=1, latent_channels=2, block_out_channels=(8,),
+                        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+                        norm_num_groups=4, layers_per_block=1).eval()
+    base = dict(n_mels=16, dim=16, intermediate_dim=32, num_layers=1, phase="integrated")
+    plain = VocosVocoder(VocosConfig(**base)).eval()
+    drums = VocosVocoder(VocosConfig(**base, onset_reset=0.05, onset_reset_stems=("drums",))).eval()
+    drums.load_state_dict(plain.state_dict())
+    audio = AudioConfig(n_mels=16, hop_length=256, segment_frames=32)
+    z = torch.randn(1, 4, 2, 32, 16, generator=torch.Generator().manual_seed(1))
+    before = LatentCodec(audio, vae, plain).decode(z, 32 * 256)
+    after = LatentCodec(audio, vae, drums).decode(z, 32 * 256)
+    assert audio.stems[1] == "drums"
+    assert not torch.allclose(after[0, 1], before[0, 1], atol=1e-4)
+    for i in (0, 2, 3):
+        assert torch.equal(after[0, i], before[0, i])
+    mel = torch.randn(2, 24, 16)
+    with torch.no_grad():
+        assert torch.equal(drums(mel), plain(mel))
+
+
 def test_the_mel_prior_head_starts_at_the_inverse_of_the_mel_filters(root, tmp_path):
     """Untrained, a mel-prior head's magnitude is torchaudio's InverseMelScale of the log-mel (its
     correction starts at zero); the vocoder stage trains it and the user's loader loads it."""
