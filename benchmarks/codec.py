@@ -45,6 +45,7 @@ from mtldm_cli.config import PIPELINE_FILE, AudioConfig, PipelineConfig
 from mtldm_cli.data.datasets import StemDataset
 from mtldm_cli.metrics import estimate_key, evaluate_separation, key_agreement, mrstft_distance, onset_sharpness, spectral_convergence
 from mtldm_cli.separation import wiener_filter
+from mtldm_cli.vocoders import VocosVocoder
 
 ROOT = Path(__file__).resolve().parents[1]
 PITCHED = ("bass", "guitar", "piano")
@@ -96,11 +97,14 @@ class Codec:
         if self.vae is not None:
             coded = torch.cat([self.vae.decode(self.vae.encode(m[None, None]).latent_dist.mode()).sample[:, 0] for m in mel])
         for kind, voc in vocoders.items():
+            def run(m, voc=voc):  # a Vocos is told each clip's stem (its onset_reset_stems), as LatentCodec does
+                return voc(m, stems=list(self.audio.stems)) if isinstance(voc, VocosVocoder) else voc(m)
+
             torch.manual_seed(0)
-            out[f"{self.name} {kind} (vocoder alone)"] = fit(voc(mel), n)
+            out[f"{self.name} {kind} (vocoder alone)"] = fit(run(mel), n)
             if coded is not None:
                 torch.manual_seed(0)
-                out[f"{self.name} VAE + {kind}"] = fit(voc(coded), n)
+                out[f"{self.name} VAE + {kind}"] = fit(run(coded), n)
         return out
 
     @torch.no_grad()

@@ -2,6 +2,7 @@
 
     python benchmarks/vocoder_attacks.py --vocoder runs/demo-v2/vocoder-prior-step21750/training/vocoder-trained
     python benchmarks/vocoder_attacks.py --vocoder DIR --finetune 800     # and the fine-tune A/B (~10 min, one thread)
+    python benchmarks/vocoder_attacks.py --vocoder DIR --reset --data data/mini-slakh/validation   # the onset-reset grid
 
 Every row is onset sharpness (top 2 % of the onset envelope over its mean, as benchmarks/codec.py)
 and MR-STFT per stem, over one 10.24 s window of each held-out test track (silent ones included:
@@ -13,6 +14,9 @@ benchmarks/codec.py leaves a silent stem out, so its guitar figures differ):
 - **window**: the true magnitude with a random phase, and with the true phase plus noise (1 rad),
   through an inverse STFT of n_fft 512, 768 and 1024 at the head's hop: how far a wrong phase can
   smear an attack, by the length of the window it is spread over;
+- **reset** (``--reset``): the integrated phase restarted at the log-mel's onsets from a known
+  phase: the true one at those frames only (an oracle: what a right phase at the attacks alone buys),
+  and an impulse's (the Vocos' ``onset_reset``) over a grid of flux thresholds and impulse delays;
 - **finetune** (``--finetune N``): N steps from the given Vocos, without discriminators, on the
   training split with the run's reconstruction loss (configs/demo-v2.yaml's weights; learning rate
   1e-4), once as it is and once with short STFT resolutions (128/32, 256/64) added to its MR-STFT
@@ -70,6 +74,24 @@ def restarted_spectrum(voc: VocosVocoder, logmel: torch.Tensor, threshold: float
     return torch.clip(torch.exp(log_mag), max=1e2) * torch.exp(1j * (summed + offset))
 
 
+def true_phase_at_onsets(voc: VocosVocoder, x: torch.Tensor, logmel: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The Vocos' magnitude and summed phase, restarted at each onset frame from the true phase there."""
+    log_mag, (advance, offset) = voc.head_terms(logmel)
+    phase = torch.cumsum(advance, dim=-1) + offset
+    true = voc.target_spectrum(x)[..., :logmel.shape[1]].angle()
+    onset = _onsets(logmel, threshold)
+    frame = torch.arange(onset.shape[1]).expand_as(onset)
+    last = torch.where(onset, frame, -1).cummax(dim=1).values[:, None].expand_as(phase)
+    at = last.clamp(min=0)
+    phase = torch.where(last >= 0, torch.gather(true, 2, at) + phase - torch.gather(phase, 2, at), phase)
+    return voc.head.istft(torch.clip(torch.exp(log_mag), max=1e2) * torch.exp(1j * phase))
+
+
+def _onsets(logmel: torch.Tensor, threshold: float) -> torch.Tensor:
+    flux = torch.relu(logmel.diff(dim=1)).mean(-1) > threshold
+    return torch.cat([torch.zeros_like(flux[:, :1]), flux], dim=1)
+
+
 def finetune(source: Path, steps: int, resolutions, data: Path, seed: int = 0) -> VocosVocoder:
     """``steps`` steps of the run's reconstruction loss from ``source``, no discriminators."""
     from mtldm_cli.data.datasets import StemDataset
@@ -104,6 +126,7 @@ def main() -> None:
     ap.add_argument("--train-data", type=Path, default=ROOT / "data" / "mini-slakh" / "train")
     ap.add_argument("--tracks", type=int, default=8)
     ap.add_argument("--finetune", type=int, default=0, metavar="STEPS", help="also the fine-tune A/B, this many steps each")
+    ap.add_argument("--reset", action="store_true", help="also the onset-reset rows (true phase, impulse delays)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -144,6 +167,20 @@ def main() -> None:
             window[f"n_fft {n_fft}, random phase"] = measure(stems, windows, lambda x: rebuilt(x, None))
             window[f"n_fft {n_fft}, true phase + 1 rad noise"] = measure(stems, windows, lambda x: rebuilt(x, 1.0))
         report["window"] = window
+    if args.reset:
+        from mtldm_cli.vocoders import VocosConfig
+
+        reset = {}
+        with torch.no_grad():
+            for threshold in (0.5, 1.0, 1.5):
+                reset[f"true phase at onsets (flux > {threshold})"] = measure(
+                    stems, windows, lambda x, t=threshold: true_phase_at_onsets(voc, x, mel(x), t))
+                for delay in (64, 128, 192, 256):
+                    voc.config = VocosConfig(**{**c.model_dump(), "onset_reset": threshold, "onset_delay": delay})
+                    reset[f"impulse {delay} samples late at onsets (flux > {threshold})"] = measure(
+                        stems, windows, lambda x: voc(mel(x)))
+            voc.config = c
+        report["reset"] = reset
     if args.finetune:
         report["finetune"] = {"steps": args.finetune}
         for name, resolutions in (("the run's loss", MRSTFT_RESOLUTIONS), ("with short resolutions", MRSTFT_RESOLUTIONS + SHORT)):

@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--vocos-only", action="store_true", help="only the Vocos as it plays: a quick comparison of saves")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if not (args.vocoder / "config.json").is_file():
+        raise SystemExit(f"error: {args.vocoder}: no Vocos here (config.json missing); pass a folder such as "
+                         "runs/demo-v2/vocoder-prior-step21750/training/vocoder-trained")
     voc = VocosVocoder.from_pretrained(args.vocoder).eval()
     c = voc.config
     audio = AudioConfig(n_mels=args.n_mels, hop_length=c.hop_length, n_fft=c.n_fft)
