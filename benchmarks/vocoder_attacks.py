@@ -65,8 +65,7 @@ def restarted_spectrum(voc: VocosVocoder, logmel: torch.Tensor, threshold: float
         advance = voc.advance[:, None].expand_as(advance)
     summed = torch.cumsum(advance, dim=-1)
     if threshold is not None:
-        onset = torch.zeros(logmel.shape[:2], dtype=torch.bool)
-        onset[:, 1:] = torch.relu(logmel.diff(dim=1)).mean(-1) > threshold
+        onset = voc.onsets(logmel, threshold)
         frame = torch.arange(logmel.shape[1]).expand_as(onset)
         last = torch.where(onset, frame, torch.zeros_like(frame)).cummax(dim=1).values
         before = torch.gather(summed, 2, (last - 1).clamp(min=0)[:, None].expand_as(summed))
@@ -77,19 +76,9 @@ def restarted_spectrum(voc: VocosVocoder, logmel: torch.Tensor, threshold: float
 def true_phase_at_onsets(voc: VocosVocoder, x: torch.Tensor, logmel: torch.Tensor, threshold: float) -> torch.Tensor:
     """The Vocos' magnitude and summed phase, restarted at each onset frame from the true phase there."""
     log_mag, (advance, offset) = voc.head_terms(logmel)
-    phase = torch.cumsum(advance, dim=-1) + offset
     true = voc.target_spectrum(x)[..., :logmel.shape[1]].angle()
-    onset = _onsets(logmel, threshold)
-    frame = torch.arange(onset.shape[1]).expand_as(onset)
-    last = torch.where(onset, frame, -1).cummax(dim=1).values[:, None].expand_as(phase)
-    at = last.clamp(min=0)
-    phase = torch.where(last >= 0, torch.gather(true, 2, at) + phase - torch.gather(phase, 2, at), phase)
+    phase = voc.reset_at_onsets(torch.cumsum(advance, dim=-1) + offset, logmel, threshold=threshold, start=true)
     return voc.head.istft(torch.clip(torch.exp(log_mag), max=1e2) * torch.exp(1j * phase))
-
-
-def _onsets(logmel: torch.Tensor, threshold: float) -> torch.Tensor:
-    flux = torch.relu(logmel.diff(dim=1)).mean(-1) > threshold
-    return torch.cat([torch.zeros_like(flux[:, :1]), flux], dim=1)
 
 
 def finetune(source: Path, steps: int, resolutions, data: Path, seed: int = 0) -> VocosVocoder:
@@ -168,15 +157,13 @@ def main() -> None:
             window[f"n_fft {n_fft}, true phase + 1 rad noise"] = measure(stems, windows, lambda x: rebuilt(x, 1.0))
         report["window"] = window
     if args.reset:
-        from mtldm_cli.vocoders import VocosConfig
-
         reset = {}
         with torch.no_grad():
             for threshold in (0.5, 1.0, 1.5):
                 reset[f"true phase at onsets (flux > {threshold})"] = measure(
                     stems, windows, lambda x, t=threshold: true_phase_at_onsets(voc, x, mel(x), t))
                 for delay in (64, 128, 192, 256):
-                    voc.config = VocosConfig(**{**c.model_dump(), "onset_reset": threshold, "onset_delay": delay})
+                    voc.config = c.model_copy(update={"onset_reset": threshold, "onset_delay": delay})
                     reset[f"impulse {delay} samples late at onsets (flux > {threshold})"] = measure(
                         stems, windows, lambda x: voc(mel(x)))
             voc.config = c

@@ -153,22 +153,29 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
             raise ValueError(f"stems names {len(stems)} items, the log-mel has {items}")
         return torch.tensor([s in c.onset_reset_stems for s in stems], dtype=torch.bool)
 
-    def onsets(self, logmel: torch.Tensor) -> torch.Tensor:
+    def onsets(self, logmel: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
         """``[B, frames]``: True where the mean rectified log-mel flux from the frame before exceeds
-        ``onset_reset``."""
-        flux = torch.relu(logmel.float().diff(dim=1)).mean(-1) > self.config.onset_reset
+        ``threshold`` (default ``onset_reset``)."""
+        limit = self.config.onset_reset if threshold is None else threshold
+        flux = torch.relu(logmel.float().diff(dim=1)).mean(-1) > limit
         return torch.cat([torch.zeros_like(flux[:, :1]), flux], dim=1)
 
-    def reset_at_onsets(self, phase: torch.Tensor, logmel: torch.Tensor) -> torch.Tensor:
-        """The integrated ``phase`` ``[B, bins, frames]`` restarted at each onset frame from the linear
-        phase of an impulse there; the frames after it keep their own advances from that start."""
-        onset = self.onsets(logmel)
+    def reset_at_onsets(self, phase: torch.Tensor, logmel: torch.Tensor, *, threshold: float | None = None,
+                        start: torch.Tensor | None = None) -> torch.Tensor:
+        """The integrated ``phase`` ``[B, bins, frames]`` restarted at each onset frame from ``start``'s
+        phase there (default: the linear phase of an impulse ``onset_delay`` samples after the frame's
+        centre); the frames after it keep their own advances from that start.
+        benchmarks/vocoder_attacks.py restarts from the true phase with it."""
+        onset = self.onsets(logmel, threshold)
         frame = torch.arange(onset.shape[1], device=onset.device).expand_as(onset)
         last = torch.where(onset, frame, -1).cummax(dim=1).values[:, None].expand_as(phase)
-        k = torch.arange(phase.shape[1], device=phase.device, dtype=phase.dtype)[:, None]
-        impulse = -torch.pi * k * (1 + 2 * self.config.onset_delay / self.config.n_fft)  # the STFT frame starts n_fft/2 before its centre
-        restarted = impulse + phase - torch.gather(phase, 2, last.clamp(min=0))
-        return torch.where(last >= 0, restarted, phase)
+        at = last.clamp(min=0)
+        if start is None:
+            k = torch.arange(phase.shape[1], device=phase.device, dtype=phase.dtype)[:, None]
+            anchor = -torch.pi * k * (1 + 2 * self.config.onset_delay / self.config.n_fft)  # the STFT frame starts n_fft/2 before its centre
+        else:
+            anchor = torch.gather(start, 2, at)
+        return torch.where(last >= 0, anchor + phase - torch.gather(phase, 2, at), phase)
 
     def prior_log_magnitude(self, logmel: torch.Tensor) -> torch.Tensor:
         """``[B, n_mels, frames]`` log-mel -> ``[B, bins, frames]`` log-magnitude through the least-squares
