@@ -43,6 +43,7 @@ from benchmarks.common import machine_report
 from mtldm_cli.audio import MelFrontEnd, griffin_lim_vocoder, is_silent
 from mtldm_cli.config import PIPELINE_FILE, AudioConfig, PipelineConfig
 from mtldm_cli.data.datasets import StemDataset
+from mtldm_cli.errors import MtldmError
 from mtldm_cli.metrics import estimate_key, evaluate_separation, key_agreement, mrstft_distance, onset_sharpness, spectral_convergence
 from mtldm_cli.separation import wiener_filter
 from mtldm_cli.vocoders import VocosVocoder
@@ -228,7 +229,13 @@ def main() -> None:
         from mtldm_cli.data.render import synthesize
 
         synthesize(args.data, tracks=max(args.tracks, 16), seconds=30.0, split="test", jobs=2)
-    codecs = [Codec(*spec.split("=", 1)) for spec in (args.codec or ["v1=demo-v1", "v2=demo"])]
+    specs = args.codec or ["v1=demo-v1", "v2=demo"]
+    if bad := [spec for spec in specs if "=" not in spec]:
+        raise SystemExit(f"error: --codec {bad[0]}: no name; pass NAME=MODEL_OR_FOLDER")
+    try:
+        codecs = [Codec(*spec.split("=", 1)) for spec in specs]
+    except MtldmError as e:
+        raise SystemExit(f"error: --codec: {e}") from None
     stems, windows = test_windows(args.data, args.tracks)
 
     outputs: dict[str, list[torch.Tensor]] = {}  # path -> per track [4, N]

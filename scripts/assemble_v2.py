@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pydantic import ValidationError  # noqa: E402
+
 from mtldm_cli.config import PipelineConfig  # noqa: E402
 from mtldm_cli.vocoders import VocosConfig  # noqa: E402
 
@@ -36,6 +38,11 @@ def main() -> None:
                          "'onset_reset_stems=[\"drums\"]' (its config.json)")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
+    try:
+        vocoder_options = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.vocoder_option)}
+    except ValueError:
+        raise SystemExit(f"error: --vocoder-option {' '.join(args.vocoder_option)}: each must be KEY=JSON, "
+                         "e.g. onset_reset=1.0 'onset_reset_stems=[\"drums\"]'") from None
     if args.out.exists():
         if not args.force:
             raise SystemExit(f"error: {args.out} exists; pass --force to replace it")
@@ -44,10 +51,13 @@ def main() -> None:
     for part in ("vae", "unet", "scheduler", "clap"):
         shutil.copytree(args.unet_run / part, args.out / part)
     shutil.copytree(args.vocoder_run / "training" / "vocoder-trained", args.out / "vocoder")
-    if args.vocoder_option:
+    if vocoder_options:
         voc = args.out / "vocoder" / "config.json"
-        options = json.loads(voc.read_text()) | {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.vocoder_option)}
-        voc.write_text(VocosConfig.model_validate(options).model_dump_json(indent=2) + "\n")
+        try:
+            config = VocosConfig.model_validate(json.loads(voc.read_text()) | vocoder_options)
+        except ValidationError as e:
+            raise SystemExit(f"error: --vocoder-option: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+        voc.write_text(config.model_dump_json(indent=2) + "\n")
     pipe = json.loads((args.unet_run / "pipeline.json").read_text())
     kind = json.loads((args.vocoder_run / "training" / "config.json").read_text())["vocoder"]["kind"]
     unet, vocoder = last_step(args.unet_run, "unet"), last_step(args.vocoder_run, "vocoder")
