@@ -22,8 +22,10 @@ attack smears over the 64 ms window. With ``onset_reset`` the integration restar
 frame of the log-mel (its mean rectified flux over the threshold) from the phase of an impulse
 ``onset_delay`` samples after that frame's window centre: the phase vocoder's phase reset at
 transients (Röbel, 2003). It needs no training; docs/demo-model.md has what it measures. With
-``onset_reset_stems`` only those stems' items are reset (the caller names each item's stem): a
-reset cuts a sustained note's phase, so the demo keeps it for the drums.
+``onset_reset_stems`` only the named stems' items are reset, each stem with its own threshold and
+delay (the caller names each item's stem): a reset cuts a ringing string's phase at every strum, so
+the demo resets its drums, bass and piano and leaves its guitar alone, and an impulse at the frame's
+centre lines a bass or piano note up where one 8 ms later suits a drum hit.
 """
 
 from __future__ import annotations
@@ -31,9 +33,19 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .weights import SafetensorsLayout
+
+
+class OnsetReset(BaseModel):
+    """One stem's phase restart: at each frame whose mean rectified log-mel flux exceeds
+    ``threshold``, from the phase of an impulse ``delay`` samples after the frame's window centre."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: float = Field(gt=0)
+    delay: int = 128
 
 
 class VocosConfig(BaseModel):
@@ -56,7 +68,18 @@ class VocosConfig(BaseModel):
     # integrated phase only: restart it at log-mel onsets (None: never), from an impulse this late
     onset_reset: float | None = Field(None, gt=0)
     onset_delay: int = 128
-    onset_reset_stems: tuple[str, ...] | None = None  # None: every item
+    # None: every item as above; else only these stems, each its own way (a list of names: as above)
+    onset_reset_stems: dict[str, OnsetReset] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stem_names(cls, data):
+        """A list of stem names restarts those stems with ``onset_reset`` and ``onset_delay``."""
+        if isinstance(data, dict) and isinstance(data.get("onset_reset_stems"), (list, tuple)):
+            threshold, delay = data.get("onset_reset"), data.get("onset_delay", 128)
+            data = {**data, "onset_reset_stems": {} if threshold is None else
+                    {s: {"threshold": threshold, "delay": delay} for s in data["onset_reset_stems"]}}
+        return data
 
 
 class VocosVocoder(SafetensorsLayout, torch.nn.Module):
@@ -117,9 +140,11 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
         if self.config.phase == "integrated":
             advance, offset = phase
             phase = torch.cumsum(advance, dim=-1) + offset
-            reset = self.resets(len(logmel), stems)
-            if reset.any():
-                phase = torch.where(reset[:, None, None].to(phase.device), self.reset_at_onsets(phase, logmel), phase)
+            plan = self.resets(len(logmel), stems)
+            if any(plan):
+                threshold = torch.tensor([p.threshold if p else float("inf") for p in plan], device=phase.device)
+                delay = torch.tensor([p.delay if p else 0 for p in plan], device=phase.device)
+                phase = self.reset_at_onsets(phase, logmel, threshold=threshold, delay=delay)
         return torch.clip(torch.exp(log_mag), max=1e2) * (torch.cos(phase) + 1j * torch.sin(phase))
 
     def head_terms(self, logmel: torch.Tensor):
@@ -139,32 +164,34 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
             log_mag = log_mag + features
         return log_mag, phase
 
-    def resets(self, items: int, stems: list[str] | None) -> torch.Tensor:
-        """``[items]``: which items restart their phase at onsets; with ``onset_reset_stems`` set, only
+    def resets(self, items: int, stems: list[str] | None) -> list[OnsetReset | None]:
+        """Each item's restart (None: it keeps its summed phase); with ``onset_reset_stems`` set, only
         items whose stem (``stems``) it names, and none when the stems are not given."""
         c = self.config
-        if c.onset_reset is None:
-            return torch.zeros(items, dtype=torch.bool)
         if c.onset_reset_stems is None:
-            return torch.ones(items, dtype=torch.bool)
+            every = None if c.onset_reset is None else OnsetReset(threshold=c.onset_reset, delay=c.onset_delay)
+            return [every] * items
         if stems is None:
-            return torch.zeros(items, dtype=torch.bool)
+            return [None] * items
         if len(stems) != items:
             raise ValueError(f"stems names {len(stems)} items, the log-mel has {items}")
-        return torch.tensor([s in c.onset_reset_stems for s in stems], dtype=torch.bool)
+        return [c.onset_reset_stems.get(s) for s in stems]
 
-    def onsets(self, logmel: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    def onsets(self, logmel: torch.Tensor, threshold: float | torch.Tensor | None = None) -> torch.Tensor:
         """``[B, frames]``: True where the mean rectified log-mel flux from the frame before exceeds
-        ``threshold`` (default ``onset_reset``)."""
-        limit = self.config.onset_reset if threshold is None else threshold
-        flux = torch.relu(logmel.float().diff(dim=1)).mean(-1) > limit
-        return torch.cat([torch.zeros_like(flux[:, :1]), flux], dim=1)
+        ``threshold`` (one, or one an item; default ``onset_reset``)."""
+        limit = torch.as_tensor(self.config.onset_reset if threshold is None else threshold, device=logmel.device)
+        flux = torch.relu(logmel.float().diff(dim=1)).mean(-1)
+        above = flux > (limit[:, None] if limit.dim() else limit)
+        return torch.cat([torch.zeros_like(above[:, :1]), above], dim=1)
 
-    def reset_at_onsets(self, phase: torch.Tensor, logmel: torch.Tensor, *, threshold: float | None = None,
+    def reset_at_onsets(self, phase: torch.Tensor, logmel: torch.Tensor, *,
+                        threshold: float | torch.Tensor | None = None, delay: int | torch.Tensor | None = None,
                         start: torch.Tensor | None = None) -> torch.Tensor:
-        """The integrated ``phase`` ``[B, bins, frames]`` restarted at each onset frame from ``start``'s
-        phase there (default: the linear phase of an impulse ``onset_delay`` samples after the frame's
-        centre); the frames after it keep their own advances from that start.
+        """The integrated ``phase`` ``[B, bins, frames]`` restarted at each onset frame (``threshold``,
+        default ``onset_reset``) from ``start``'s phase there (default: the linear phase of an impulse
+        ``delay`` samples after the frame's centre, default ``onset_delay``; either one an item); the
+        frames after it keep their own advances from that start.
         benchmarks/vocoder_attacks.py restarts from the true phase with it."""
         onset = self.onsets(logmel, threshold)
         frame = torch.arange(onset.shape[1], device=onset.device).expand_as(onset)
@@ -172,7 +199,9 @@ class VocosVocoder(SafetensorsLayout, torch.nn.Module):
         at = last.clamp(min=0)
         if start is None:
             k = torch.arange(phase.shape[1], device=phase.device, dtype=phase.dtype)[:, None]
-            anchor = -torch.pi * k * (1 + 2 * self.config.onset_delay / self.config.n_fft)  # the STFT frame starts n_fft/2 before its centre
+            late = torch.as_tensor(self.config.onset_delay if delay is None else delay, device=phase.device, dtype=phase.dtype)
+            late = late[:, None, None] if late.dim() else late
+            anchor = -torch.pi * k * (1 + 2 * late / self.config.n_fft)  # the STFT frame starts n_fft/2 before its centre
         else:
             anchor = torch.gather(start, 2, at)
         return torch.where(last >= 0, anchor + phase - torch.gather(phase, 2, at), phase)

@@ -34,15 +34,15 @@ def main() -> None:
                     help="the model's sampling defaults chosen by measurement, e.g. arrange_given_guidance=4 "
                          "(the run's config holds its training's; changing it would stop the run resuming)")
     ap.add_argument("--vocoder-option", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="decoding options of the Vocos chosen by measurement, as JSON values, e.g. onset_reset=1.5 "
-                         "'onset_reset_stems=[\"drums\"]' (its config.json)")
+                    help="decoding options of the Vocos chosen by measurement, as JSON values (its config.json), e.g. "
+                         "'onset_reset_stems={\"drums\": {\"threshold\": 1.0, \"delay\": 128}}'")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
     try:
         vocoder_options = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.vocoder_option)}
     except ValueError:
         raise SystemExit(f"error: --vocoder-option {' '.join(args.vocoder_option)}: each must be KEY=JSON, "
-                         "e.g. onset_reset=1.0 'onset_reset_stems=[\"drums\"]'") from None
+                         "e.g. onset_reset=1.0 'onset_reset_stems={\"drums\": {\"threshold\": 1.0}}'") from None
     if args.out.exists():
         if not args.force:
             raise SystemExit(f"error: {args.out} exists; pass --force to replace it")

@@ -347,6 +347,39 @@ def test_the_codec_resets_only_the_stems_the_vocos_names():
         assert torch.equal(drums(mel), plain(mel))
 
 
+def test_each_named_stem_restarts_its_phase_with_its_own_threshold_and_delay():
+    """``onset_reset_stems`` as a mapping: in one batch, each item restarts as a Vocos set up for its
+    stem alone would (the drums 128 samples late, the piano at the frame's centre), an unnamed stem
+    keeps its summed phase; a list of names takes ``onset_reset`` and ``onset_delay``, and the mapping
+    survives config.json."""
+    from mtldm_cli.vocoders import OnsetReset, VocosConfig, VocosVocoder
+
+    torch.manual_seed(0)
+    base = dict(n_mels=16, dim=16, intermediate_dim=32, num_layers=1, phase="integrated")
+    plain = VocosVocoder(VocosConfig(**base)).eval()
+
+    def like_plain(**settings):
+        voc = VocosVocoder(VocosConfig(**base, **settings)).eval()
+        voc.load_state_dict(plain.state_dict())
+        return voc
+
+    mixed = like_plain(onset_reset_stems={"drums": {"threshold": 0.05, "delay": 128},
+                                          "piano": {"threshold": 0.05, "delay": 0}})
+    late, centred = like_plain(onset_reset=0.05, onset_delay=128), like_plain(onset_reset=0.05, onset_delay=0)
+    mel = torch.randn(4, 24, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = mixed(mel, stems=["bass", "drums", "guitar", "piano"])
+        for i in (0, 2):
+            assert torch.allclose(out[i], plain(mel[i:i + 1])[0], atol=1e-5)
+        assert torch.allclose(out[1], late(mel[1:2])[0], atol=1e-5)
+        assert torch.allclose(out[3], centred(mel[3:4])[0], atol=1e-5)
+        assert not torch.allclose(out[3], late(mel[3:4])[0], atol=1e-3)
+    listed = VocosConfig(**base, onset_reset=1.0, onset_delay=64, onset_reset_stems=["drums"])
+    assert listed.onset_reset_stems == {"drums": OnsetReset(threshold=1.0, delay=64)}
+    assert VocosConfig(**base, onset_reset_stems=["drums"]).onset_reset_stems == {}
+    assert VocosConfig.model_validate_json(mixed.config.model_dump_json()) == mixed.config
+
+
 def test_the_mel_prior_head_starts_at_the_inverse_of_the_mel_filters(root, tmp_path):
     """Untrained, a mel-prior head's magnitude is torchaudio's InverseMelScale of the log-mel (its
     correction starts at zero); the vocoder stage trains it and the user's loader loads it."""
