@@ -3,12 +3,15 @@
     python benchmarks/vocoder_attacks.py --vocoder runs/demo-v2/vocoder-prior-step21750/training/vocoder-trained
     python benchmarks/vocoder_attacks.py --vocoder DIR --finetune 800     # and the fine-tune A/B (~10 min, one thread)
     python benchmarks/vocoder_attacks.py --vocoder DIR --reset --data data/mini-slakh/validation   # the onset-reset grid
+    python benchmarks/vocoder_attacks.py --vocoder DIR --reset --tracks 32 --thresholds 0.2 0.5 1.0 --delays 0 64 128
 
 Every row is onset sharpness (top 2 % of the onset envelope over its mean, as benchmarks/codec.py)
 and MR-STFT per stem, over one 10.24 s window of each held-out test track (silent ones included:
-benchmarks/codec.py leaves a silent stem out, so its guitar figures differ):
+benchmarks/codec.py leaves a silent stem out, so its guitar figures differ; Griffin-Lim's faint output
+against a silent window's digital silence makes its MR-STFT meaningless here: read its sharpness):
 
-- **phase**: the Vocos as trained; its integrated phase restarted at the log-mel's onsets (the
+- **phase**: the Vocos as trained, beside Griffin-Lim (64 fast iterations on the least-squares
+  magnitude of the same log-mel, the path it replaces); its integrated phase restarted at the log-mel's onsets (the
   mean rectified log-mel flux of a frame over a threshold): if the bins' accumulated phase
   deviations misalign them at an attack, a restart lines them up; and without its deviations;
 - **window**: the true magnitude with a random phase, and with the true phase plus noise (1 rad),
@@ -16,7 +19,8 @@ benchmarks/codec.py leaves a silent stem out, so its guitar figures differ):
   smear an attack, by the length of the window it is spread over;
 - **reset** (``--reset``): the integrated phase restarted at the log-mel's onsets from a known
   phase: the true one at those frames only (an oracle: what a right phase at the attacks alone buys),
-  and an impulse's (the Vocos' ``onset_reset``) over a grid of flux thresholds and impulse delays;
+  and an impulse's (the Vocos' ``onset_reset``) over a grid of flux thresholds and impulse delays
+  (``--thresholds``, ``--delays``), every stem reset: the figures choose each stem's setting;
 - **finetune** (``--finetune N``): N steps from the given Vocos, without discriminators, on the
   training split with the run's reconstruction loss (configs/demo-v2.yaml's weights; learning rate
   1e-4), once as it is and once with short STFT resolutions (128/32, 256/64) added to its MR-STFT
@@ -39,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.codec import RATE, ROOT, fit, test_windows
 from benchmarks.common import machine_report
-from mtldm_cli.audio import MelFrontEnd
+from mtldm_cli.audio import MelFrontEnd, griffin_lim_vocoder
 from mtldm_cli.config import AudioConfig
 from mtldm_cli.metrics import MRSTFT_RESOLUTIONS, mrstft_distance, onset_sharpness
 from mtldm_cli.vocoders import VocosVocoder
@@ -116,6 +120,8 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, default=8)
     ap.add_argument("--finetune", type=int, default=0, metavar="STEPS", help="also the fine-tune A/B, this many steps each")
     ap.add_argument("--reset", action="store_true", help="also the onset-reset rows (true phase, impulse delays)")
+    ap.add_argument("--thresholds", nargs="+", type=float, default=[0.5, 1.0, 1.5], help="the reset grid's flux thresholds")
+    ap.add_argument("--delays", nargs="+", type=int, default=[64, 128, 192, 256], help="the reset grid's impulse delays (samples)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -126,7 +132,8 @@ def main() -> None:
     c = voc.config
     if c.phase != "integrated":
         raise SystemExit(f"error: {args.vocoder}: its head's phase is {c.phase!r}, not 'integrated'")
-    front = MelFrontEnd(AudioConfig(n_mels=c.n_mels, hop_length=c.hop_length))
+    audio = AudioConfig(n_mels=c.n_mels, hop_length=c.hop_length)
+    front, griffin_lim = MelFrontEnd(audio), griffin_lim_vocoder(audio)
     stems, windows = test_windows(args.data, args.tracks)
 
     def mel(x):
@@ -135,7 +142,8 @@ def main() -> None:
     report: dict = {**machine_report(), "vocoder": str(args.vocoder), "tracks": len(windows)}
     with torch.no_grad():
         report["real"] = measure(stems, windows, lambda x: x)
-        phase = {"as trained": measure(stems, windows, lambda x: voc(mel(x)))}
+        phase = {"as trained": measure(stems, windows, lambda x: voc(mel(x))),
+                 "griffin-lim": measure(stems, windows, lambda x: griffin_lim(mel(x)))}
         for threshold in (0.5, 1.0, 2.0):
             phase[f"restarted at onsets (flux > {threshold})"] = measure(
                 stems, windows, lambda x, t=threshold: voc.head.istft(restarted_spectrum(voc, mel(x), t)))
@@ -159,11 +167,11 @@ def main() -> None:
     if args.reset:
         reset = {}
         with torch.no_grad():
-            for threshold in (0.5, 1.0, 1.5):
+            for threshold in args.thresholds:
                 reset[f"true phase at onsets (flux > {threshold})"] = measure(
                     stems, windows, lambda x, t=threshold: true_phase_at_onsets(voc, x, mel(x), t))
-                for delay in (64, 128, 192, 256):
-                    voc.config = c.model_copy(update={"onset_reset": threshold, "onset_delay": delay})
+                for delay in args.delays:
+                    voc.config = c.model_copy(update={"onset_reset": threshold, "onset_delay": delay, "onset_reset_stems": None})
                     reset[f"impulse {delay} samples late at onsets (flux > {threshold})"] = measure(
                         stems, windows, lambda x: voc(mel(x)))
             voc.config = c
