@@ -28,7 +28,7 @@ from mtldm_cli.vocoders import VocosConfig  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--unet-run", type=Path, default=ROOT / "runs" / "demo-v2" / "unet-vae6500-step22750")
+    ap.add_argument("--unet-run", type=Path, default=ROOT / "runs" / "demo-v2" / "unet-vae6500-step26750")
     ap.add_argument("--vocoder-run", type=Path, default=ROOT / "runs" / "demo-v2" / "vocoder-prior-step21750")
     ap.add_argument("--sampling", nargs="*", default=[], metavar="KEY=VALUE",
                     help="the model's sampling defaults chosen by measurement, e.g. arrange_given_guidance=4 "
