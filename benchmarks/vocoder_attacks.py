@@ -45,6 +45,7 @@ from benchmarks.codec import RATE, ROOT, fit, test_windows
 from benchmarks.common import machine_report
 from mtldm_cli.audio import MelFrontEnd, griffin_lim_vocoder
 from mtldm_cli.config import AudioConfig
+from mtldm_cli.errors import MtldmError
 from mtldm_cli.metrics import MRSTFT_RESOLUTIONS, mrstft_distance, onset_sharpness
 from mtldm_cli.vocoders import VocosVocoder
 
@@ -134,7 +135,10 @@ def main() -> None:
         raise SystemExit(f"error: {args.vocoder}: its head's phase is {c.phase!r}, not 'integrated'")
     audio = AudioConfig(n_mels=c.n_mels, hop_length=c.hop_length)
     front, griffin_lim = MelFrontEnd(audio), griffin_lim_vocoder(audio)
-    stems, windows = test_windows(args.data, args.tracks)
+    try:
+        stems, windows = test_windows(args.data, args.tracks)
+    except MtldmError as e:
+        raise SystemExit(f"error: --data {e}") from None
 
     def mel(x):
         return front(x, x.shape[-1] // c.hop_length)

@@ -76,7 +76,7 @@ class VocosConfig(BaseModel):
     def _stem_names(cls, data):
         """A list of stem names restarts those stems with ``onset_reset`` and ``onset_delay``."""
         if isinstance(data, dict) and isinstance(data.get("onset_reset_stems"), (list, tuple)):
-            threshold, delay = data.get("onset_reset"), data.get("onset_delay", 128)
+            threshold, delay = data.get("onset_reset"), data.get("onset_delay", cls.model_fields["onset_delay"].default)
             data = {**data, "onset_reset_stems": {} if threshold is None else
                     {s: {"threshold": threshold, "delay": delay} for s in data["onset_reset_stems"]}}
         return data
